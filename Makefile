@@ -1,0 +1,32 @@
+# The two commands of the README: `make reproduce` (PROFILE=smoke|quick|paper) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+STAMP := $(VENV)/.sncn-installed
+
+.PHONY: reproduce test lab lint bench env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[notebooks,dev]'
+	touch $@
+
+reproduce: $(STAMP)
+	$(PY) -m sncn.pipeline --profile $(PROFILE)
+
+test: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax tests notebooks
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sncn)"
+	$(VENV)/bin/jupyter lab notebooks
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.layers

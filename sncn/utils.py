@@ -1,0 +1,24 @@
+"""Small helpers shared across sncn: seeding and devices."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices) in one place.
+
+    Args:
+        seed: the run's seed.
+
+    Returns:
+        A fresh CPU ``torch.Generator`` seeded with ``seed``, for code that takes an explicit
+        generator (the CrossNorm switch, samplers).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
