@@ -1,0 +1,774 @@
+"""SelfNorm, CrossNorm and the CrossNorm switch.
+
+Notation follows the paper (Tang et al., "SelfNorm and CrossNorm for Out-of-Distribution
+Robustness", ICLR 2021 submission). A feature map ``A`` is one (sample, channel) slice of a
+``(N, C, L)`` or ``(N, C, H, W)`` tensor; ``mu_A`` and ``sigma_A`` are its mean and standard
+deviation over the spatial (or sequence) positions.
+
+* :class:`SelfNorm` recalibrates ``mu_A`` and ``sigma_A`` with attention (Eq. 2). It learns in
+  training and acts in training and testing.
+* :class:`CrossNorm` exchanges ``(mu, sigma)`` between feature maps (Eq. 3-6). It acts only in
+  training and only while switched on from outside: :func:`crossnorm_step`.
+* :class:`CNSN` is the unit the paper plugs into every cell: CrossNorm then SelfNorm.
+
+Instance statistics (:func:`instance_stats`) are the hot path of both layers: they are computed in
+one accurate pass (Welford, through PyTorch's group-norm kernel with one group per channel) and
+have a hand-written backward, so neither layer costs much more than a BatchNorm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CNSN",
+    "CROP_MODES",
+    "CrossNorm",
+    "SelfNorm",
+    "StyleLayer",
+    "activate_crossnorm",
+    "crossnorm",
+    "crossnorm_step",
+    "deactivate_crossnorm",
+    "instance_stats",
+    "random_partner",
+    "sample_box",
+    "style_layers",
+    "wrap_output",
+]
+
+CROP_MODES = ("neither", "style", "content", "both")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_features(x: Tensor, num_channels: int | None, layer: str) -> None:
+    """Raise a ValueError that says what was expected when ``x`` is not a feature tensor."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{layer} expects a torch.Tensor, got {type(x).__name__}.")
+    if x.dim() not in (3, 4):
+        raise ValueError(
+            f"{layer} expects a (N, C, L) or (N, C, H, W) tensor, got shape {tuple(x.shape)} "
+            f"({x.dim()} dims). For a single sample add a batch dimension with x.unsqueeze(0)."
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{layer} expects a floating-point tensor, got {x.dtype}. Convert it first, e.g. "
+            "x.float() (images: x.float() / 255)."
+        )
+    if num_channels is not None and x.shape[1] != num_channels:
+        raise ValueError(
+            f"{layer} was built for {num_channels} channels but got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)}); channels are dimension 1."
+        )
+    if x.numel() == 0:
+        raise ValueError(f"{layer} got an empty tensor of shape {tuple(x.shape)}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Instance statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (sample, channel) mean and biased variance of ``x``, both ``(N, C)`` float32+.
+
+    Contiguous and channels_last inputs go through the group-norm kernel (one group per channel:
+    a vectorised one-pass Welford, exact for |mean| >> std). Other strides use ``var_mean``, which
+    reads the strided data in place rather than making a contiguous copy.
+    """
+    n, c = x.shape[:2]
+    acc = x.float() if x.dtype in _LOW_PRECISION else x  # fp16/bf16: accumulate and return fp32
+    layout_ok = acc.is_contiguous() or (
+        acc.dim() == 4 and acc.is_contiguous(memory_format=torch.channels_last)
+    )
+    if layout_ok:
+        spatial = acc[0, 0].numel()
+        # eps = 0: rstd = 1 / sqrt(var); a constant map gives rstd = inf and var = 0 exactly.
+        _, mean, rstd = torch.native_group_norm(acc, None, None, n, c, spatial, c, 0.0)
+        return mean.view(n, c), rstd.view(n, c).pow(-2)
+    var, mean = torch.var_mean(acc, dim=tuple(range(2, acc.dim())), correction=0)
+    return mean, var
+
+
+class _InstanceStats(torch.autograd.Function):
+    """(mean, std) per (sample, channel) with a one-pass backward.
+
+    std = sqrt(var + eps) with var the Bessel-corrected variance (as ``torch.var``), except for a
+    single position, where the correction is skipped (var = 0, std = sqrt(eps)).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:  # noqa: D102
+        n_pos = x[0, 0].numel()
+        denom = max(n_pos - 1, 1)
+        mean, var = _moments(x)  # (N, C), (N, C)
+        std = (var * (n_pos / denom) + eps).sqrt()
+        ctx.save_for_backward(x, mean, std)
+        ctx.denom = denom
+        ctx.n_pos = n_pos
+        return mean, std
+
+    @staticmethod
+    def backward(ctx, grad_mean: Tensor, grad_std: Tensor):  # noqa: D102
+        x, mean, std = ctx.saved_tensors
+        # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std)
+        # grad_x = x * c1 + c0 with per-map c1 = g_std / ((n-1) std), c0 = g_mean / n - mean c1.
+        c1 = grad_std / (ctx.denom * std)
+        c0 = grad_mean / ctx.n_pos - mean * c1
+        return _affine_values(x, c1, c0), None
+
+
+def instance_stats(x: Tensor, eps: float = 1e-5, keepdim: bool = False) -> tuple[Tensor, Tensor]:
+    """Channel-wise mean and standard deviation of each sample.
+
+    Args:
+        x: features ``(N, C, L)`` or ``(N, C, H, W)``, any strides (channels_last included).
+        eps: added to the variance before the square root: ``std = sqrt(var + eps)``, with ``var``
+            the unbiased (Bessel-corrected) variance, the definition of the paper's released code.
+            A map of one position has ``var = 0`` (no correction), so ``std = sqrt(eps)``.
+        keepdim: return ``(N, C, 1[, 1])`` instead of ``(N, C)``.
+
+    Returns:
+        ``(mean, std)``. Accumulated and returned in float32 for float16/bfloat16 inputs (in the
+        input's dtype otherwise); differentiable with respect to ``x``.
+
+    Reference:
+        Eq. 1 of the paper (instance normalisation statistics).
+    """
+    _check_features(x, None, "instance_stats")
+    mean, std = _InstanceStats.apply(x, float(eps))  # (N, C), (N, C)
+    if keepdim:
+        shape = (*mean.shape, *([1] * (x.dim() - 2)))
+        mean, std = mean.view(shape), std.view(shape)
+    return mean, std
+
+
+def _per_map(t: Tensor, x: Tensor) -> Tensor:
+    """``(N, C)`` coefficients -> broadcastable against ``x`` in ``x``'s dtype."""
+    return t.view(*t.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+
+
+def _flat_maps(x: Tensor) -> Tensor | None:
+    """``x`` viewed as ``(1, N*C, positions)`` (one BatchNorm channel per map), or None.
+
+    Only for contiguous float32/float64 tensors: there PyTorch's BatchNorm kernels give the
+    per-map affine map and its two backward reductions in single vectorised passes.
+    """
+    if x.is_contiguous() and x.dtype in (torch.float32, torch.float64):
+        return x.view(1, x.shape[0] * x.shape[1], -1)
+    return None
+
+
+def _affine_values(x: Tensor, a: Tensor, b: Tensor | None) -> Tensor:
+    """``x * a + b`` per map, no autograd: one pass, in ``x``'s dtype and memory layout."""
+    flat = _flat_maps(x)
+    if flat is not None:  # BatchNorm inference with mean 0, var 1, eps 0: exactly x * a + b
+        a_ = a.reshape(-1).to(x.dtype)
+        b_ = None if b is None else b.reshape(-1).to(x.dtype)
+        ones = torch.ones_like(a_)
+        out = torch.batch_norm(flat, a_, b_, torch.zeros_like(a_), ones, False, 0.0, 0.0, False)
+        return out.view_as(x)
+    out = x * _per_map(a, x)
+    return out if b is None else out.add_(_per_map(b, x))
+
+
+def _map_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-map ``sum(grad * x)`` and ``sum(grad)``, each ``(N, C)`` (float32+ accumulation)."""
+    flat_x, flat_g = _flat_maps(x), _flat_maps(grad)
+    if flat_x is not None and flat_g is not None and grad.dtype == x.dtype:
+        # One vectorised pass: BatchNorm's backward reductions with mean 0 and invstd 1.
+        zeros = torch.zeros(flat_x.shape[1], dtype=x.dtype, device=x.device)
+        _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
+            flat_g,
+            flat_x,
+            None,
+            None,
+            None,
+            zeros,
+            torch.ones_like(zeros),
+            True,
+            0.0,
+            [False, True, True],
+        )
+        return sum_gx.view(x.shape[:2]), sum_g.view(x.shape[:2])
+    dims = tuple(range(2, x.dim()))
+    acc = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    return (grad * x).sum(dims, dtype=acc), grad.sum(dims, dtype=acc)
+
+
+Coefficients = Callable[..., tuple[Tensor, Tensor | None]]
+
+
+class _StatAffine(torch.autograd.Function):
+    """``x * a + b`` per feature map, where ``(a, b) = coefficients(mu_x, sigma_x, *tensors)``.
+
+    Both layers are such maps (SelfNorm: ``a = g``, ``b = (f - g) mu``; CrossNorm: ``a = sigma_B /
+    sigma_A``, ``b = mu_B - a mu_A``). Fusing the statistics, the small coefficient graph and the
+    affine map into one autograd node lets the backward be: one reduction pass for the per-map sums
+    of ``grad * x`` and ``grad``, the coefficient graph's backward on ``(N, C)`` tensors, and
+    ``grad_x = grad * a + x * c1 + c0`` written into a single buffer. ``tensors`` are the other
+    differentiable inputs of ``coefficients`` (parameters, a partner's statistics); their
+    gradients are returned through this node.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float, coefficients: Coefficients, *tensors: Tensor):  # noqa: D102
+        n_pos = x[0, 0].numel()
+        denom = max(n_pos - 1, 1)
+        mean, var = _moments(x)
+        std = (var * (n_pos / denom) + eps).sqrt()
+        with torch.enable_grad():
+            leaves = (mean.requires_grad_(), std.requires_grad_())
+            a, b = coefficients(*leaves, *tensors)
+        ctx.graph = (leaves, a, b)
+        ctx.tensors = tensors
+        ctx.n_pos, ctx.denom = n_pos, denom
+        ctx.save_for_backward(x)
+        return _affine_values(x, a.detach(), None if b is None else b.detach())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        (mean, std), a, b = ctx.graph
+        sum_gx, sum_g = _map_sums(grad, x)
+        outputs, out_grads = [a], [sum_gx.to(a.dtype)]
+        if b is not None:
+            outputs.append(b)
+            out_grads.append(sum_g.to(b.dtype))
+        needs = ctx.needs_input_grad[3:]
+        wanted = [mean, std] + [t for t, need in zip(ctx.tensors, needs, strict=True) if need]
+        grads = torch.autograd.grad(
+            outputs, wanted, out_grads, retain_graph=True, allow_unused=True
+        )  # (N, C)-sized graph: kept so that backward can run again (retain_graph=True)
+        grad_mean, grad_std = (torch.zeros_like(mean) if g is None else g for g in grads[:2])
+        # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std), so the
+        # statistics' share of grad_x is x * c1 + c0 with per-map c1, c0.
+        c1 = grad_std / (ctx.denom * std)
+        c0 = grad_mean / ctx.n_pos - mean * c1
+        grad_x = _affine_values(x, c1, c0).addcmul_(grad, _per_map(a.detach(), x))
+        rest = iter(grads[2:])
+        grad_tensors = [next(rest) if need else None for need in needs]
+        return (grad_x, None, None, *grad_tensors)
+
+
+def _stat_affine(x: Tensor, eps: float, coefficients: Coefficients, *tensors: Tensor) -> Tensor:
+    """Differentiable ``x * a + b`` with ``(a, b) = coefficients(mu_x, sigma_x, *tensors)``."""
+    return _StatAffine.apply(x, eps, coefficients, *tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# SelfNorm
+# --------------------------------------------------------------------------------------------
+
+
+class ChannelFC(nn.Module):
+    """C independent fully connected units mapping ``(mu, sigma)`` of a channel to a scalar.
+
+    The weight has the layout of ``nn.Conv1d(C, C, kernel_size=2, groups=C, bias=False)`` (shape
+    ``(C, 1, 2)``), the released code's channel-wise FC, so its checkpoints load unchanged.
+    """
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_channels, 1, 2))
+        # Conv1d's default initialisation for fan_in = 2.
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def forward(self, mean: Tensor, std: Tensor) -> Tensor:
+        """``(N, C)``, ``(N, C)`` -> ``(N, C)``: ``w0 * mu + w1 * sigma`` per channel."""
+        w = self.weight.view(-1, 2).to(mean.dtype)
+        return mean * w[:, 0] + std * w[:, 1]
+
+
+def _batch_norm(bn: nn.BatchNorm1d, z: Tensor) -> Tensor:
+    """BatchNorm over the batch; a batch of one in training uses the running statistics."""
+    if bn.training and z.shape[0] == 1:
+        return F.batch_norm(
+            z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+        )
+    return bn(z)
+
+
+class SelfNorm(nn.Module):
+    """SelfNorm: attention-recalibrated instance statistics (paper Eq. 2).
+
+    ``x_hat = sigma_hat * (x - mu) / sigma + mu_hat`` with ``sigma_hat = g(mu, sigma) * sigma`` and
+    ``mu_hat = f(mu, sigma) * mu``. Each attention function is a channel-wise fully connected map
+    of ``(mu, sigma)`` followed by BatchNorm and a sigmoid: one independent 2-input unit per
+    channel, O(C) parameters (unlike SE's O(C^2)). Two forms:
+
+    * ``two_functions=True``: Eq. 2 as written, ``x_hat = g * (x - mu) + f * mu``: the spread and
+      the mean of each map are rescaled separately.
+    * ``two_functions=False`` (default, the form of the paper's released models): only ``g``, and
+      ``x_hat = g * x``. This scales the whole map, mean and standard deviation together, i.e.
+      Eq. 2 with ``f = g``.
+
+    Args:
+        num_channels: C of the ``(N, C, ...)`` input.
+        two_functions: use both ``f`` and ``g`` (Eq. 2) instead of ``g`` alone.
+        eps: variance epsilon of the statistics fed to the attention (the released code's 1e-12).
+        momentum: momentum of the attention's BatchNorm running statistics.
+
+    Shapes: ``(N, C, L)`` or ``(N, C, H, W)`` in and out. In training, a batch of one uses the
+    BatchNorm running statistics (a batch statistic of one value does not exist) and leaves them
+    unchanged.
+
+    Reference:
+        Section 3 (SelfNorm), Eq. 2, and "Hyper-parameters" in Section 4 of the paper.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        two_functions: bool = False,
+        eps: float = 1e-12,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.g_fc = ChannelFC(num_channels)
+        self.g_bn = nn.BatchNorm1d(num_channels, momentum=momentum)
+        if two_functions:
+            self.f_fc = ChannelFC(num_channels)
+            self.f_bn = nn.BatchNorm1d(num_channels, momentum=momentum)
+        else:
+            self.f_fc = self.f_bn = None
+
+    @property
+    def two_functions(self) -> bool:
+        """Whether ``f`` (the mean's attention) is used."""
+        return self.f_fc is not None
+
+    def attention(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``g(mu, sigma)`` and ``f(mu, sigma)`` (None in the g-only form), each ``(N, C)``."""
+        g = torch.sigmoid(_batch_norm(self.g_bn, self.g_fc(mean, std)))
+        f = None
+        if self.f_fc is not None:
+            f = torch.sigmoid(_batch_norm(self.f_bn, self.f_fc(mean, std)))
+        return g, f
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Recalibrate ``x`` ``(N, C, ...)``; same shape out."""
+        _check_features(x, self.num_channels, "SelfNorm")
+        return _stat_affine(x, self.eps, self._coefficients, *self.parameters())
+
+    def _coefficients(self, mean: Tensor, std: Tensor, *_params: Tensor) -> tuple:
+        """Eq. 2 as ``x * a + b``: ``g (x - mu) + f mu = g x + (f - g) mu``; g-only: ``g x``."""
+        g, f = self.attention(mean, std)  # (N, C) each
+        return (g, None) if f is None else (g, (f - g) * mean)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, two_functions={self.two_functions}, eps={self.eps}"
+
+
+# --------------------------------------------------------------------------------------------
+# CrossNorm
+# --------------------------------------------------------------------------------------------
+
+
+def random_partner(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """A random pairing of ``n`` items: ``partner[i] != i`` and, for even ``n``, an involution.
+
+    Items are paired two by two in a random order; with odd ``n`` the last three form a cycle.
+
+    Args:
+        n: number of items (at least 2).
+        generator: CPU torch generator (default: torch's global one).
+
+    Returns:
+        ``(n,)`` int64 CPU tensor of partner indices.
+    """
+    if n < 2:
+        raise ValueError(f"a random partner needs at least 2 items, got {n}.")
+    order = torch.randperm(n, generator=generator)
+    partner = torch.empty(n, dtype=torch.long)
+    paired = n - 3 if n % 2 else n
+    partner[order[0:paired:2]] = order[1:paired:2]
+    partner[order[1:paired:2]] = order[0:paired:2]
+    if n % 2:  # a 3-cycle among the last three
+        a, b, c = order[-3:]
+        partner[a], partner[b], partner[c] = b, c, a
+    return partner
+
+
+def sample_box(
+    size: Sequence[int],
+    beta: float = 1.0,
+    threshold: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[slice, ...]:
+    """A random box for cropped CrossNorm (paper Eq. 6), never smaller than ``threshold``.
+
+    The area ratio is drawn as ``r = t + (1 - t) * Beta(beta, beta)``; each side is
+    ``ceil(size * sqrt(r))`` (per spatial dimension ``d``: ``size_d * r^(1/d)``), so the box is a
+    square on a square map and its area ratio is at least ``t``; its corner is uniform over the
+    positions where it fits entirely. For the paper's ``beta = 1`` this is the released code's
+    distribution (a uniform ratio, redrawn until it exceeds ``t``) without the rejection loop and
+    without boxes clipped at the border.
+
+    Args:
+        size: spatial size, ``(H, W)`` or ``(L,)``.
+        beta: Beta distribution parameter (1 = uniform).
+        threshold: ``t`` in (0, 1], the minimum area ratio.
+        generator: CPU torch generator for the corner (default: torch's global one; the Beta draw
+            for ``beta != 1`` always uses the global generator).
+
+    Returns:
+        One slice per spatial dimension.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}.")
+    if beta == 1.0:
+        u = torch.rand((), generator=generator)
+    else:
+        u = torch.distributions.Beta(float(beta), float(beta)).sample()
+    ratio = threshold + (1 - threshold) * float(u)
+    slices = []
+    for extent in size:
+        side = min(extent, max(1, math.ceil(extent * ratio ** (1 / len(size)))))
+        start = int(torch.randint(0, extent - side + 1, (), generator=generator))
+        slices.append(slice(start, start + side))
+    return tuple(slices)
+
+
+def crossnorm(
+    x: Tensor,
+    instances: int = 2,
+    crop: str = "neither",
+    beta: float = 1.0,
+    threshold: float = 0.1,
+    lam: float | None = None,
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Exchange channel-wise statistics between feature maps (always applied; see CrossNorm).
+
+    Each map ``A`` is standardised with its own statistics and takes those of a partner ``B``
+    (Eq. 3): ``sigma_B * (A - mu_A) / sigma_A + mu_B``.
+
+    Args:
+        x: features ``(N, C, L)`` or ``(N, C, H, W)``.
+        instances: 2 for 2-instance CrossNorm (Eq. 5: channel ``i`` of each sample takes the
+            statistics of channel ``i`` of a randomly paired sample; needs N >= 2), 1 for
+            1-instance (Eq. 4: channels of one sample are paired among themselves, the same pairing
+            for every sample; needs C >= 2).
+        crop: ``"neither"`` (whole maps), ``"content"`` (only a random box of ``A`` is restyled,
+            with the box's own statistics; the partner gives whole-map statistics), ``"style"``
+            (the partner's statistics come from a random box; all of ``A`` is restyled) or
+            ``"both"`` (independent boxes for both). Eq. 6.
+        beta: Beta parameter of the box area ratio (see :func:`sample_box`).
+        threshold: minimum box area ratio ``t`` (paper: 0.1).
+        lam: optional partial mixing: ``lam * x + (1 - lam) * crossnorm(x)``.
+        eps: variance epsilon of the statistics.
+        generator: CPU torch generator for the pairing and boxes (default: the global one).
+
+    Returns:
+        Tensor of ``x``'s shape and dtype. Gradients flow to ``x`` through both the standardised
+        map and the partner's statistics, as in the paper's released code.
+
+    Reference:
+        Section 3 (CrossNorm) and 3.1 (CrossNorm Variants), Eq. 3-6.
+    """
+    _check_features(x, None, "CrossNorm")
+    _check_crossnorm_args(instances, crop, lam)
+    n, c = x.shape[:2]
+    if instances == 2 and n < 2:
+        raise ValueError(
+            "2-instance CrossNorm needs a batch of at least 2 samples to pair them, got N=1. "
+            "Use drop_last=True in the DataLoader, or instances=1."
+        )
+    if instances == 1 and c < 2:
+        raise ValueError("1-instance CrossNorm pairs channels and needs C >= 2, got C=1.")
+    partner = random_partner(n if instances == 2 else c, generator).to(x.device)
+    spatial = x.shape[2:]
+    lead = (slice(None), slice(None))
+
+    content = x
+    if crop in ("content", "both"):
+        content_box = lead + sample_box(spatial, beta, threshold, generator)
+        content = x[content_box]
+    style: tuple[Tensor, ...] = ()  # the partners' statistics when they are not the content's
+    if crop in ("style", "both"):
+        style = _InstanceStats.apply(x[lead + sample_box(spatial, beta, threshold, generator)], eps)
+    elif content is not x:
+        style = _InstanceStats.apply(x, eps)
+
+    def coefficients(mean_a: Tensor, std_a: Tensor, *stats_b: Tensor) -> tuple[Tensor, Tensor]:
+        mean_b, std_b = stats_b or (mean_a, std_a)  # (N, C) each
+        if instances == 2:  # Eq. 5: same channel of the partner sample
+            mean_b, std_b = mean_b[partner], std_b[partner]
+        else:  # Eq. 4: partner channel of the same sample
+            mean_b, std_b = mean_b[:, partner], std_b[:, partner]
+        scale = std_b / std_a  # Eq. 3 as x * scale + shift
+        shift = mean_b - mean_a * scale
+        if lam is not None:
+            return lam + (1 - lam) * scale, (1 - lam) * shift
+        return scale, shift
+
+    restyled = _stat_affine(content, eps, coefficients, *style)
+    if content is x:
+        return restyled
+    out = x.clone()
+    out[content_box] = restyled
+    return out
+
+
+def _check_crossnorm_args(instances: int, crop: str, lam: float | None) -> None:
+    if instances not in (1, 2):
+        raise ValueError(f"instances must be 1 or 2 (1- or 2-instance CrossNorm), got {instances}.")
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}.")
+    if lam is not None and not 0 <= lam <= 1:
+        raise ValueError(f"lam must be in [0, 1] or None, got {lam}.")
+
+
+class StyleLayer(nn.Module):
+    """Base of stochastic, train-only style layers switched from outside (CrossNorm and peers).
+
+    ``active`` is set by :func:`activate_crossnorm` / :func:`crossnorm_step` and never changed by
+    the layer itself; the layer is the identity unless ``self.training and self.active``.
+    Subclasses implement :meth:`transform`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+
+    def transform(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``transform(x)`` while training and switched on, else ``x`` unchanged."""
+        if self.training and self.active:
+            return self.transform(x)
+        return x
+
+
+class CrossNorm(StyleLayer):
+    """CrossNorm as a layer: :func:`crossnorm` while training and switched on, else the identity.
+
+    Args:
+        num_channels: C of the input, checked when given (None accepts any C), so the layer drops
+            in wherever ``nn.BatchNorm2d(num_channels)`` goes.
+        instances, crop, beta, threshold, lam, eps: see :func:`crossnorm`.
+
+    Randomness (pairing, boxes) comes from torch's global generator: seed it once per run
+    (:func:`sncn.utils.seed_everything`).
+
+    Reference:
+        Section 3 and 3.1 of the paper, Eq. 3-6.
+    """
+
+    def __init__(
+        self,
+        num_channels: int | None = None,
+        instances: int = 2,
+        crop: str = "neither",
+        beta: float = 1.0,
+        threshold: float = 0.1,
+        lam: float | None = None,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        _check_crossnorm_args(instances, crop, lam)
+        if beta <= 0 or not 0 < threshold <= 1:
+            raise ValueError(f"need beta > 0 and threshold in (0, 1], got {beta}, {threshold}.")
+        self.num_channels = num_channels
+        self.instances = instances
+        self.crop = crop
+        self.beta = beta
+        self.threshold = threshold
+        self.lam = lam
+        self.eps = eps
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Apply CrossNorm to ``x`` ``(N, C, ...)``."""
+        _check_features(x, self.num_channels, "CrossNorm")
+        return crossnorm(
+            x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_channels}, instances={self.instances}, crop={self.crop!r}, "
+            f"beta={self.beta}, threshold={self.threshold}, lam={self.lam}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# CNSN unit and wrapping
+# --------------------------------------------------------------------------------------------
+
+
+class CNSN(nn.Module):
+    """A CrossNorm and/or SelfNorm unit, CrossNorm first by default (paper §4, Hyper-parameters).
+
+    Child names are ``crossnorm`` and ``selfnorm``, as in the released code, so its state dicts
+    load unchanged.
+
+    Args:
+        num_channels: C of the input.
+        cn: include a CrossNorm.
+        sn: include a SelfNorm.
+        order: ``"cn-sn"`` (paper) or ``"sn-cn"`` (Table 5's alternative).
+        instances, crop, beta, threshold: CrossNorm settings (see :func:`crossnorm`).
+        two_functions: SelfNorm form (see :class:`SelfNorm`).
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        cn: bool = True,
+        sn: bool = True,
+        order: str = "cn-sn",
+        instances: int = 2,
+        crop: str = "neither",
+        beta: float = 1.0,
+        threshold: float = 0.1,
+        two_functions: bool = False,
+    ) -> None:
+        super().__init__()
+        if order not in ("cn-sn", "sn-cn"):
+            raise ValueError(f"order must be 'cn-sn' or 'sn-cn', got {order!r}.")
+        if not (cn or sn):
+            raise ValueError("a CNSN unit needs cn=True, sn=True or both.")
+        self.order = order
+        self.crossnorm = CrossNorm(num_channels, instances, crop, beta, threshold) if cn else None
+        self.selfnorm = SelfNorm(num_channels, two_functions) if sn else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the unit's layers in ``order``."""
+        layers = (self.crossnorm, self.selfnorm)
+        for layer in layers if self.order == "cn-sn" else reversed(layers):
+            if layer is not None:
+                x = layer(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"order={self.order!r}"
+
+
+class _ApplyChild:
+    """Forward hook: pass a module's output through its child ``name``.
+
+    Looked up on the module the hook is called with, so DataParallel replicas use their own copy.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        return getattr(module, self.name)(output)
+
+
+def wrap_output(module: nn.Module, unit: nn.Module, name: str = "cnsn") -> nn.Module:
+    """Pass ``module``'s output through ``unit`` (e.g. a :class:`CNSN`), in place.
+
+    ``unit`` becomes the child ``name`` of ``module`` and a forward hook applies it, so every
+    existing parameter keeps its state-dict key (pretrained weights still load) and the unit's
+    own keys appear under ``<module path>.<name>.``.
+
+    Args:
+        module: any module whose output is a ``(N, C, ...)`` tensor.
+        unit: the module to apply to that output.
+        name: attribute name for the unit.
+
+    Returns:
+        ``module`` itself.
+    """
+    if hasattr(module, name):
+        raise ValueError(
+            f"{type(module).__name__} already has an attribute {name!r}; pass another name."
+        )
+    module.add_module(name, unit)
+    module.register_forward_hook(_ApplyChild(name))
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# The CrossNorm switch (paper §3.2)
+# --------------------------------------------------------------------------------------------
+
+
+def style_layers(model: nn.Module) -> list[tuple[str, StyleLayer]]:
+    """All switchable style layers of ``model`` (CrossNorm and peers), as ``(name, layer)``."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, StyleLayer)]
+
+
+def deactivate_crossnorm(model: nn.Module) -> None:
+    """Switch every style layer of ``model`` off."""
+    for _, layer in style_layers(model):
+        layer.active = False
+
+
+def activate_crossnorm(
+    model: nn.Module,
+    cn_prob: float,
+    active_num: int,
+    generator: torch.Generator | None = None,
+) -> list[str]:
+    """Switch on ``active_num`` random style layers with probability ``cn_prob`` (the rest off).
+
+    Args:
+        model: a model containing CrossNorm (or peer) layers; DDP/DataParallel wrappers are fine.
+        cn_prob: probability that any layer is switched on for this step.
+        active_num: how many layers to switch on then (all of them if the model has fewer).
+        generator: CPU torch generator (default: torch's global one).
+
+    Returns:
+        Names of the layers switched on (empty when none).
+
+    Reference:
+        Section 3.2 of the paper ("we randomly turn on only some CrossNorms").
+    """
+    if not 0 <= cn_prob <= 1:
+        raise ValueError(f"cn_prob must be in [0, 1], got {cn_prob}.")
+    if active_num < 0:
+        raise ValueError(f"active_num must be >= 0, got {active_num}.")
+    layers = style_layers(model)
+    deactivate_crossnorm(model)
+    if not layers or float(torch.rand((), generator=generator)) >= cn_prob:
+        return []
+    chosen = torch.randperm(len(layers), generator=generator)[:active_num].tolist()
+    for i in chosen:
+        layers[i][1].active = True
+    return [layers[i][0] for i in sorted(chosen)]
+
+
+@contextlib.contextmanager
+def crossnorm_step(
+    model: nn.Module,
+    cn_prob: float,
+    active_num: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[list[str]]:
+    """Context manager for one training step: layers switched on inside, all off on exit.
+
+    Example::
+
+        with crossnorm_step(model, cn_prob=0.5, active_num=1):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+
+    Yields:
+        Names of the layers switched on for this step.
+    """
+    try:
+        yield activate_crossnorm(model, cn_prob, active_num, generator)
+    finally:
+        deactivate_crossnorm(model)

@@ -1,0 +1,614 @@
+"""SelfNorm, CrossNorm, the CNSN unit and the CrossNorm switch against the paper's equations."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sncn.layers import (
+    CNSN,
+    CrossNorm,
+    SelfNorm,
+    activate_crossnorm,
+    crossnorm,
+    crossnorm_step,
+    deactivate_crossnorm,
+    instance_stats,
+    random_partner,
+    sample_box,
+    style_layers,
+    wrap_output,
+)
+
+
+def ref_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 reference: mean and sqrt(unbiased var + eps) over the spatial dimensions."""
+    dims = tuple(range(2, x.dim()))
+    xd = x.double()
+    return xd.mean(dims), (xd.var(dims) + eps).sqrt()
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    mean, std = ref_stats(x, 0.0)
+    shape = (*mean.shape, *([1] * (x.dim() - 2)))
+    return (x.double() - mean.view(shape)) / std.view(shape)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# instance statistics
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 7), (4, 3, 5, 6), (2, 8, 1, 9)])
+def test_instance_stats_match_definition(shape):
+    x = torch.randn(shape, generator=gen()) * 3 + 2
+    mean, std = instance_stats(x, eps=1e-5)
+    ref_mean, ref_std = ref_stats(x, 1e-5)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-5, atol=1e-6)
+    m4, s4 = instance_stats(x, keepdim=True)
+    assert m4.shape == s4.shape == (*shape[:2], *([1] * (len(shape) - 2)))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda x: x.contiguous(memory_format=torch.channels_last),
+        lambda x: x.transpose(2, 3),
+        lambda x: x[:, :, 1:6, 2:7],
+        lambda x: x[::2],
+    ],
+    ids=["channels_last", "transposed", "box_view", "strided_batch"],
+)
+def test_instance_stats_any_layout(layout):
+    x = layout(torch.randn(6, 5, 8, 8, generator=gen()))
+    mean, std = instance_stats(x)
+    ref_mean, ref_std = ref_stats(x, 1e-5)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-5, atol=1e-6)
+
+
+def test_instance_stats_large_offset_is_accurate():
+    # sums of x and x^2 in float32 would lose the variance entirely at mean 1e4, std 1
+    x = torch.randn(8, 4, 32, 32, generator=gen()) + 1e4
+    _, std = instance_stats(x, eps=0.0)
+    _, ref_std = ref_stats(x, 0.0)
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_instance_stats_low_precision_accumulates_in_fp32(dtype):
+    x = (torch.randn(4, 6, 16, 16, generator=gen()) * 2 + 50).to(dtype)
+    mean, std = instance_stats(x)
+    assert mean.dtype == std.dtype == torch.float32
+    ref_mean, ref_std = ref_stats(x.float(), 1e-5)  # the exact statistics of the rounded input
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-4, atol=1e-5)
+
+
+def test_instance_stats_single_position_is_finite():
+    x = torch.randn(3, 4, 1, 1, generator=gen(), requires_grad=True)
+    mean, std = instance_stats(x, eps=1e-5)
+    torch.testing.assert_close(mean, x.detach().view(3, 4))
+    torch.testing.assert_close(std, torch.full((3, 4), math.sqrt(1e-5)))
+    (mean.sum() + std.sum()).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_instance_stats_gradient():
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, generator=gen(), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: instance_stats(t), (x,))
+
+
+# ---------------------------------------------------------------------------------------------
+# SelfNorm: Eq. 2
+# ---------------------------------------------------------------------------------------------
+
+
+def selfnorm_reference(sn: SelfNorm, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: sigma_hat (x - mu) / sigma + mu_hat; sigma_hat = g sigma, mu_hat = f mu."""
+    mu, sigma = ref_stats(x, sn.eps)
+    mu, sigma = mu.to(x.dtype), sigma.to(x.dtype)
+
+    def attention(fc, bn):
+        w = fc.weight.view(-1, 2)
+        z = w[:, 0] * mu + w[:, 1] * sigma
+        return torch.sigmoid(
+            F.batch_norm(
+                z, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, 0.0, bn.eps
+            )
+        )
+
+    g = attention(sn.g_fc, sn.g_bn)
+    f = attention(sn.f_fc, sn.f_bn) if sn.two_functions else g
+    shape = (*mu.shape, *([1] * (x.dim() - 2)))
+    sigma_hat, mu_hat = (g * sigma).view(shape), (f * mu).view(shape)
+    return sigma_hat * (x - mu.view(shape)) / sigma.view(shape) + mu_hat
+
+
+def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter and BatchNorm buffer non-trivial values."""
+    g = gen(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return module
+
+
+@pytest.mark.parametrize("two_functions", [False, True])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("shape", [(6, 5, 7, 7), (6, 5, 11)])
+def test_selfnorm_equals_equation_2(two_functions, train, shape):
+    sn = randomise(SelfNorm(5, two_functions=two_functions)).train(train)
+    x = torch.randn(shape, generator=gen(1)) * 2 + 1
+    expected = selfnorm_reference(copy.deepcopy(sn), x)
+    torch.testing.assert_close(sn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_selfnorm_g_only_scales_mean_and_std_together():
+    sn = randomise(SelfNorm(4)).eval()
+    x = torch.randn(3, 4, 8, 8, generator=gen()) + 3
+    out = sn(x)
+    m_in, s_in = instance_stats(x, eps=0.0)
+    m_out, s_out = instance_stats(out, eps=0.0)
+    torch.testing.assert_close(m_out / m_in, s_out / s_in, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("two_functions", [False, True])
+def test_selfnorm_gradients_reach_input_and_parameters(two_functions):
+    sn = randomise(SelfNorm(3, two_functions=two_functions)).double()
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=gen(), requires_grad=True)
+    assert torch.autograd.gradcheck(sn, (x,))
+    sn(x).square().sum().backward()
+    for name, p in sn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_selfnorm_updates_running_stats_in_training_only():
+    sn = SelfNorm(3)
+    x = torch.randn(8, 3, 4, 4, generator=gen())
+    sn.eval()(x)
+    assert torch.equal(sn.g_bn.running_mean, torch.zeros(3))
+    sn.train()(x)
+    assert not torch.equal(sn.g_bn.running_mean, torch.zeros(3))
+
+
+def test_selfnorm_batch_of_one_uses_running_stats_in_training():
+    sn = randomise(SelfNorm(3))
+    x = torch.randn(1, 3, 4, 4, generator=gen())
+    before = sn.g_bn.running_mean.clone()
+    out_train = sn.train()(x)
+    torch.testing.assert_close(out_train, sn.eval()(x))
+    assert torch.equal(sn.g_bn.running_mean, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# CrossNorm: Eq. 3-6
+# ---------------------------------------------------------------------------------------------
+
+
+def test_random_partner_is_a_pairing():
+    for n in range(2, 12):
+        p = random_partner(n, gen(n))
+        assert sorted(p.tolist()) == list(range(n))  # a permutation
+        assert (p != torch.arange(n)).all()  # nobody is its own partner
+        if n % 2 == 0:
+            assert torch.equal(p[p], torch.arange(n))  # pairs swap with each other
+    with pytest.raises(ValueError):
+        random_partner(1)
+
+
+def test_crossnorm_two_instance_swaps_statistics():
+    x = torch.randn(6, 4, 8, 8, generator=gen()) * torch.rand(6, 4, 1, 1) * 3 + torch.randn(
+        6, 4, 1, 1
+    )
+    out = crossnorm(x, instances=2, generator=gen(5), eps=1e-8)
+    partner = random_partner(6, gen(5))  # the first draw of crossnorm
+    m_x, s_x = ref_stats(x, 0.0)
+    m_o, s_o = ref_stats(out, 0.0)
+    torch.testing.assert_close(m_o, m_x[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_o, s_x[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(standardise(out), standardise(x), rtol=1e-4, atol=1e-4)
+
+
+def test_crossnorm_one_instance_swaps_channels():
+    x = torch.randn(3, 6, 8, 8, generator=gen()) * 2 + torch.arange(6.0).view(1, 6, 1, 1)
+    out = crossnorm(x, instances=1, generator=gen(7), eps=1e-8)
+    partner = random_partner(6, gen(7))
+    m_x, s_x = ref_stats(x, 0.0)
+    m_o, s_o = ref_stats(out, 0.0)
+    torch.testing.assert_close(m_o, m_x[:, partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_o, s_x[:, partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(standardise(out), standardise(x), rtol=1e-4, atol=1e-4)
+
+
+def box_of_change(x: torch.Tensor, out: torch.Tensor) -> tuple[slice, slice]:
+    changed = (out != x).any(0).any(0)  # (H, W)
+    rows, cols = changed.any(1).nonzero().view(-1), changed.any(0).nonzero().view(-1)
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def test_crossnorm_content_crop_restyles_only_a_box():
+    x = torch.randn(4, 3, 16, 16, generator=gen()) * 2 + torch.randn(4, 3, 1, 1) * 3
+    out = crossnorm(x, crop="content", threshold=0.1, generator=gen(3), eps=1e-8)
+    partner = random_partner(4, gen(3))
+    r, c = box_of_change(x, out)
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[r, c] = True
+    assert torch.equal(out[..., ~inside], x[..., ~inside])  # outside the box: untouched
+    assert inside.float().mean() >= 0.1  # Eq. 6: area ratio at least t
+    m_box, s_box = ref_stats(out[:, :, r, c], 0.0)
+    m_x, s_x = ref_stats(x, 0.0)  # the partner gives whole-map statistics
+    torch.testing.assert_close(m_box, m_x[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_box, s_x[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        standardise(out[:, :, r, c]), standardise(x[:, :, r, c]), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_crossnorm_style_crop_takes_box_statistics():
+    x = torch.randn(4, 3, 16, 16, generator=gen()) * 2 + torch.randn(4, 3, 1, 1) * 3
+    out = crossnorm(x, crop="style", generator=gen(9), eps=1e-8)
+    g = gen(9)  # crossnorm's draws, in order: the pairing, then the style box
+    partner = random_partner(4, g)
+    box = sample_box((16, 16), 1.0, 0.1, g)
+    m_b, s_b = ref_stats(x[(slice(None), slice(None), *box)], 0.0)
+    m_o, s_o = ref_stats(out, 0.0)
+    torch.testing.assert_close(m_o, m_b[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_o, s_b[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(standardise(out), standardise(x), rtol=1e-4, atol=1e-4)
+
+
+def test_crossnorm_both_crop_changes_only_a_box_with_box_statistics():
+    x = torch.randn(4, 3, 16, 16, generator=gen()) + torch.randn(4, 3, 1, 1) * 3
+    out = crossnorm(x, crop="both", generator=gen(2))
+    r, c = box_of_change(x, out)
+    assert (out[:, :, r, c] != x[:, :, r, c]).all()
+    torch.testing.assert_close(
+        standardise(out[:, :, r, c]), standardise(x[:, :, r, c]), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_crossnorm_partial_mixing():
+    x = torch.randn(4, 3, 8, 8, generator=gen())
+    full = crossnorm(x, generator=gen(4))
+    mixed = crossnorm(x, lam=0.25, generator=gen(4))
+    torch.testing.assert_close(mixed, 0.25 * x + 0.75 * full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(crossnorm(x, lam=1.0, generator=gen(4)), x)
+
+
+@pytest.mark.parametrize("crop", ["neither", "style", "content", "both"])
+@pytest.mark.parametrize("instances", [1, 2])
+def test_crossnorm_gradients(crop, instances):
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64, generator=gen(), requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda t: crossnorm(t, instances=instances, crop=crop, generator=gen(1)), (x,)
+    )
+
+
+@pytest.mark.parametrize("crop", ["neither", "style", "content", "both"])
+def test_crossnorm_is_seeded(crop):
+    x = torch.randn(8, 4, 12, 12, generator=gen())
+    layer = CrossNorm(4, crop=crop).train()
+    layer.active = True
+    torch.manual_seed(123)
+    a = layer(x)
+    torch.manual_seed(123)
+    b = layer(x)
+    torch.manual_seed(124)
+    c = layer(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_crossnorm_is_identity_unless_training_and_active():
+    x = torch.randn(4, 3, 8, 8, generator=gen())
+    layer = CrossNorm(3)
+    assert layer.training and not layer.active
+    assert layer(x) is x
+    layer.active = True
+    assert not torch.equal(layer(x), x)
+    assert layer.active  # the layer never switches itself off
+    layer.eval()
+    assert layer(x) is x
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_layers_low_precision(dtype):
+    x = (torch.randn(4, 6, 8, 8, generator=gen()) * 2 + 1).to(dtype)
+    ref = x.float()
+    out = crossnorm(x, generator=gen(3))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), crossnorm(ref, generator=gen(3)), rtol=0.05, atol=0.05)
+    sn = randomise(SelfNorm(6)).eval()
+    y = sn(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), sn(ref), rtol=0.05, atol=0.05)
+
+
+def test_layers_channels_last_keep_layout_and_values():
+    x = torch.randn(4, 6, 8, 8, generator=gen())
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    sn = randomise(SelfNorm(6)).eval()
+    out = sn(xcl)
+    torch.testing.assert_close(out, sn(x))
+    out_cn = crossnorm(xcl, generator=gen(1))
+    torch.testing.assert_close(out_cn, crossnorm(x, generator=gen(1)))
+    assert out_cn.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_layers_on_single_position_maps():
+    x = torch.randn(4, 6, 1, 1, generator=gen(), requires_grad=True)
+    y = CNSN(6, crop="both")
+    y.crossnorm.active = True
+    out = y(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+def test_batch_of_one():
+    x = torch.randn(1, 4, 8, 8, generator=gen())
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        crossnorm(x, instances=2)
+    assert crossnorm(x, instances=1, generator=gen()).shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# the crop box (Eq. 6)
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    h=st.integers(1, 64),
+    w=st.integers(1, 64),
+    threshold=st.floats(0.01, 1.0),
+    beta=st.floats(0.2, 5.0),
+    seed=st.integers(0, 2**31),
+)
+def test_sample_box_area_and_bounds(h, w, threshold, beta, seed):
+    torch.manual_seed(seed)
+    rows, cols = sample_box((h, w), beta, threshold, gen(seed))
+    assert 0 <= rows.start < rows.stop <= h and 0 <= cols.start < cols.stop <= w
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) >= threshold * h * w - 1e-9
+
+
+def test_sample_box_is_square_and_ratio_uniform_for_beta_one():
+    g = gen()
+    ratios = []
+    for _ in range(2000):
+        rows, cols = sample_box((64, 64), 1.0, 0.1, g)
+        assert rows.stop - rows.start == cols.stop - cols.start
+        ratios.append((rows.stop - rows.start) ** 2 / 64**2)
+    ratios = torch.tensor(ratios)
+    assert ratios.min() >= 0.1
+    # uniform on [0.1, 1] (up to the ceil to whole pixels): mean 0.55, quartiles 0.325 / 0.775
+    assert abs(ratios.mean() - 0.55) < 0.03
+    assert abs(ratios.quantile(0.25) - 0.325) < 0.04
+
+
+def test_sample_box_one_dimensional():
+    (seg,) = sample_box((50,), 1.0, 0.3, gen())
+    assert seg.stop - seg.start >= 15
+
+
+# ---------------------------------------------------------------------------------------------
+# CNSN unit, released-code checkpoints, wrapping
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cnsn_order():
+    x = torch.randn(4, 3, 8, 8, generator=gen())
+    for order in ("cn-sn", "sn-cn"):
+        unit = randomise(CNSN(3, order=order, crop="style"))
+        unit.crossnorm.active = True
+        torch.manual_seed(0)
+        out = unit(x)
+        torch.manual_seed(0)
+        if order == "cn-sn":
+            expected = unit.selfnorm(unit.crossnorm(x))
+        else:
+            expected = unit.crossnorm(unit.selfnorm(x))
+        torch.testing.assert_close(out, expected)
+
+
+def test_cnsn_parts_and_errors():
+    assert CNSN(4, cn=False).crossnorm is None
+    assert CNSN(4, sn=False).selfnorm is None
+    with pytest.raises(ValueError):
+        CNSN(4, cn=False, sn=False)
+    with pytest.raises(ValueError):
+        CNSN(4, order="sn-then-cn")
+
+
+def test_released_code_checkpoint_loads_with_identical_eval_output():
+    """A state dict in the released code's naming (CNSN(crossnorm, selfnorm) with SelfNorm's
+    ``g_fc`` a grouped Conv1d of kernel 2) loads, and the eval output equals that code's formula:
+    ``x * sigmoid(g_bn(g_fc(cat(mean, std))))`` with std from torch.var (unbiased) + 1e-12."""
+    c = 8
+    g = gen(11)
+    state = {
+        "selfnorm.g_fc.weight": torch.randn(c, 1, 2, generator=g),
+        "selfnorm.g_bn.weight": torch.randn(c, generator=g),
+        "selfnorm.g_bn.bias": torch.randn(c, generator=g),
+        "selfnorm.g_bn.running_mean": torch.randn(c, generator=g),
+        "selfnorm.g_bn.running_var": torch.rand(c, generator=g) + 0.5,
+        "selfnorm.g_bn.num_batches_tracked": torch.tensor(100),
+    }
+    unit = CNSN(c, crop="both")
+    unit.load_state_dict(state)  # strict: same keys, same shapes
+    unit.eval()
+
+    fc = nn.Conv1d(c, c, kernel_size=2, groups=c, bias=False)
+    bn = nn.BatchNorm1d(c)
+    fc.weight.data = state["selfnorm.g_fc.weight"]
+    bn.load_state_dict({k.split("g_bn.")[1]: v for k, v in state.items() if "g_bn" in k})
+    bn.eval()
+    x = torch.randn(5, c, 8, 8, generator=g) * 2 + 1
+    flat = x.view(5, c, -1)
+    mean, std = flat.mean(2, keepdim=True), (flat.var(2, keepdim=True) + 1e-12).sqrt()
+    gate = torch.sigmoid(bn(fc(torch.cat((mean, std), -1)))).view(5, c, 1, 1)
+    torch.testing.assert_close(unit(x), x * gate, rtol=1e-6, atol=1e-6)
+
+
+def test_wrap_output_keeps_keys_and_applies_unit():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    keys_before = set(conv.state_dict())
+    unit = randomise(CNSN(5, cn=False)).eval()
+    wrapped = wrap_output(conv, unit)
+    assert keys_before < set(wrapped.state_dict())
+    assert {k for k in wrapped.state_dict() if k not in keys_before} == {
+        "cnsn." + k for k in unit.state_dict()
+    }
+    x = torch.randn(2, 3, 6, 6)
+    torch.testing.assert_close(wrapped(x), unit(F.conv2d(x, conv.weight, conv.bias, padding=1)))
+    clone = copy.deepcopy(wrapped)  # the hook survives copies and uses the copy's unit
+    torch.testing.assert_close(clone(x), wrapped(x))
+    with pytest.raises(ValueError, match="already has"):
+        wrap_output(conv, CNSN(5))
+
+
+# ---------------------------------------------------------------------------------------------
+# the CrossNorm switch (§3.2)
+# ---------------------------------------------------------------------------------------------
+
+
+def toy_model(units: int = 5, channels: int = 4) -> nn.Sequential:
+    layers = []
+    for _ in range(units):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), CNSN(channels, sn=False)]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("cn_prob, active_num", [(0.5, 1), (0.25, 2), (1.0, 3), (0.5, 9)])
+def test_switch_frequency_and_count(cn_prob, active_num):
+    model = toy_model(5)
+    names = [n for n, _ in style_layers(model)]
+    g = gen(1)
+    steps, on_steps = 4000, 0
+    counts = dict.fromkeys(names, 0)
+    for _ in range(steps):
+        with crossnorm_step(model, cn_prob, active_num, g) as active:
+            on = [n for n, m in style_layers(model) if m.active]
+            assert on == active
+            if on:
+                on_steps += 1
+                assert len(on) == min(active_num, len(names))
+                for n in on:
+                    counts[n] += 1
+        assert not any(m.active for _, m in style_layers(model))
+    sd = math.sqrt(cn_prob * (1 - cn_prob) / steps)
+    assert abs(on_steps / steps - cn_prob) <= 4 * sd + 1e-9
+    per_unit = on_steps * min(active_num, 5) / 5  # each unit equally likely
+    for n in names:
+        assert abs(counts[n] - per_unit) <= 4 * math.sqrt(per_unit) + 1e-9
+
+
+def test_switch_turns_all_off_after_an_exception():
+    model = toy_model(3)
+    with pytest.raises(RuntimeError), crossnorm_step(model, 1.0, 3):
+        assert all(m.active for _, m in style_layers(model))
+        raise RuntimeError("boom")
+    assert not any(m.active for _, m in style_layers(model))
+
+
+def test_switch_explicit_calls_and_bad_arguments():
+    model = toy_model(4)
+    assert len(activate_crossnorm(model, 1.0, 2)) == 2
+    deactivate_crossnorm(model)
+    assert not any(m.active for _, m in style_layers(model))
+    with pytest.raises(ValueError):
+        activate_crossnorm(model, 1.5, 1)
+    with pytest.raises(ValueError):
+        activate_crossnorm(model, 0.5, -1)
+
+
+def test_switch_under_data_parallel_replicas():
+    """DataParallel copies each module's attributes into replicas on every forward: the flag set
+    on the original reaches them, and no replica can leave the original switched on."""
+    model = toy_model(2)
+    x = torch.randn(4, 4, 6, 6)
+    with crossnorm_step(model, 1.0, 2):
+        replica = model._replicate_for_data_parallel()
+        units = [m for m in replica.modules() if isinstance(m, CrossNorm)]
+        assert all(u.active for u in units)
+        first, second = units[0](x), units[0](x)
+        assert not torch.equal(first, x) and not torch.equal(second, x)  # on for the whole step
+    assert not any(m.active for _, m in style_layers(model))
+    dp = nn.DataParallel(model)  # no GPU: runs the module itself
+    with crossnorm_step(dp, 1.0, 1) as active:
+        assert len(active) == 1 and active[0].startswith("module.")
+        dp(x).sum().backward()
+    assert not any(m.active for _, m in style_layers(model))
+
+
+def test_switch_under_distributed_data_parallel(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        model = nn.parallel.DistributedDataParallel(toy_model(3))
+        x = torch.randn(4, 4, 6, 6)
+        for _ in range(3):
+            with crossnorm_step(model, 1.0, 2) as active:
+                assert len(active) == 2
+                model(x).square().mean().backward()
+            assert not any(m.active for _, m in style_layers(model))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [lambda: SelfNorm(4), lambda: CNSN(4), lambda: CrossNorm(4)],
+    ids=["SelfNorm", "CNSN", "CrossNorm"],
+)
+def test_bad_input_errors_say_what_was_expected(layer):
+    module = layer()
+    for m in module.modules():
+        if isinstance(m, CrossNorm):
+            m.active = True
+    with pytest.raises(ValueError, match=r"\(N, C, L\) or \(N, C, H, W\)"):
+        module(torch.randn(4, 4))
+    with pytest.raises(ValueError, match="built for 4 channels but got 3"):
+        module(torch.randn(2, 3, 5, 5))
+    with pytest.raises(ValueError, match="floating-point"):
+        module(torch.ones(2, 4, 5, 5, dtype=torch.int64))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="crop must be one of"):
+        CrossNorm(crop="middle")
+    with pytest.raises(ValueError, match="instances"):
+        CrossNorm(instances=3)
+    with pytest.raises(ValueError):
+        CrossNorm(lam=2.0)
+    with pytest.raises(ValueError):
+        sample_box((8, 8), threshold=0.0)
+    with pytest.raises(ValueError, match="C >= 2"):
+        crossnorm(torch.randn(2, 1, 4, 4), instances=1)
