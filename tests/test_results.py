@@ -1,0 +1,70 @@
+"""Run folders, tables and figures on disk; the paper's numbers are consistent with each other."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sncn import results
+
+
+def test_run_folder_roundtrip(tmp_path):
+    run = results.run_dir(tmp_path, "wrn-plain-seed0")
+    assert not results.is_done(run)
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        results.load_metrics(run)
+    results.save_run(run, {"epochs": 2}, {"clean_error": 12.5})
+    assert results.is_done(run)
+    assert results.load_metrics(run) == {"clean_error": 12.5}
+    assert json.loads((run / "params.json").read_text()) == {"epochs": 2}
+
+
+def test_tables(tmp_path):
+    rows = [
+        {"method": "Basic", "ours": 30.123, "paper": 26.9},
+        {"method": "SN", "ours": float("nan"), "paper": None},
+    ]
+    md = results.save_table(rows, "t1", tmp_path, title="Table 1", notes=["a note"])
+    text = md.read_text()
+    assert text.startswith("# Table 1")
+    assert "| Basic | 30.1 | 26.9 |" in text and "| SN | - | - |" in text
+    assert "- a note" in text
+    csv = (tmp_path / "tables" / "t1.csv").read_text().splitlines()
+    assert csv[0] == "method,ours,paper" and csv[1] == "Basic,30.123,26.9"
+    with pytest.raises(ValueError):
+        results.markdown_table([])
+
+
+def test_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = results.save_figure(fig, "fig9", tmp_path)
+    assert path.exists() and (tmp_path / "figures" / "fig9.pdf").exists()
+    plt.close(fig)
+
+
+def test_paper_tables_agree():
+    """Table 1's SNCN column is Table 14/15's SNCN+Crop+Consistency, and Basic matches."""
+    for dataset in ("cifar10", "cifar100"):
+        for backbone in ("allconv", "densenet", "wrn", "resnext"):
+            t1 = results.TABLE1[dataset][backbone]
+            t14 = results.TABLE14[dataset][backbone]
+            get1 = dict(zip(results.TABLE1_METHODS, t1, strict=True))
+            get14 = dict(zip(results.TABLE14_METHODS, t14, strict=True))
+            assert math.isclose(get1["Basic"], get14["Basic"], abs_tol=0.051)
+            assert math.isclose(get1["SNCN"], get14["SNCN+Crop+Consistency"], abs_tol=0.051)
+            assert math.isclose(get1["SNCN+AugMix"], get14["SNCN+Crop+AugMix"], abs_tol=0.051)
+    assert (
+        results.paper_value(results.TABLE1, results.TABLE1_METHODS, "cifar10", "wrn", "SNCN")
+        == 16.9
+    )
+    assert (
+        results.paper_value(results.TABLE1, results.TABLE1_METHODS, "svhn", "wrn", "SNCN") is None
+    )
