@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
+export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
 .PHONY: reproduce test lab lint bench env
@@ -29,4 +30,6 @@ lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.layers
+	$(PY) -m benchmarks.corruptions

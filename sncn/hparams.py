@@ -52,3 +52,74 @@ def notebook_parameters(stem: str, profile: str) -> dict[str, Any]:
     check_profile(profile)
     overrides = {} if profile == "smoke" else NOTEBOOKS.get(stem, {}).get(profile, {})
     return {"PROFILE": profile, **copy.deepcopy(overrides)}
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10-C / CIFAR-100-C (Table 1, Tables 14/15): the paper's released run scripts
+# ---------------------------------------------------------------------------------------------
+
+CIFAR_BACKBONES = ("allconv", "densenet", "wrn", "resnext")
+
+#: Our method names (Table 14's columns) -> the released script that defines their settings.
+#: ``basic`` and ``augmix`` take the backbone's optimiser settings from the CN script and have no
+#: SN/CN units; ``sncn`` is "SN+CN+Crop" (script ``run-cnsn.sh``) and ``sncn_consistency`` is
+#: Table 1's "SNCN" (``run-cnsn-consist.sh``).
+CIFAR_METHODS = {
+    "basic": "cn",
+    "sn": "sn",
+    "cn": "cn",
+    "sncn": "cnsn",
+    "sncn_consistency": "cnsn_consist",
+    "augmix": "cnsn_augmix",
+    "sncn_augmix": "cnsn_augmix",
+}
+
+
+def cifar_setting(dataset: str, backbone: str, method: str) -> dict[str, Any]:
+    """The paper's settings for one Table 1/14/15 cell, resolved into sncn's names.
+
+    Args:
+        dataset: ``cifar10`` or ``cifar100``.
+        backbone: one of :data:`CIFAR_BACKBONES`.
+        method: one of :data:`CIFAR_METHODS`.
+
+    Returns:
+        ``{"model": create_model kwargs (without num_classes), "trainer": "supervised" |
+        "consistency" | "augmix", "cn_prob", "active_num", "consist_wt", "epochs", "batch_size",
+        "lr", "momentum", "weight_decay"}``.
+    """
+    from sncn.released_settings import RELEASED_SCRIPTS
+
+    if dataset not in ("cifar10", "cifar100"):
+        raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {dataset!r}.")
+    if backbone not in CIFAR_BACKBONES:
+        raise ValueError(f"backbone must be one of {CIFAR_BACKBONES}, got {backbone!r}.")
+    if method not in CIFAR_METHODS:
+        raise ValueError(f"method must be one of {tuple(CIFAR_METHODS)}, got {method!r}.")
+    script = RELEASED_SCRIPTS[(dataset, backbone, CIFAR_METHODS[method])]
+    with_units = method not in ("basic", "augmix")
+    model: dict[str, Any] = {"cnsn_type": script["cnsn_type"] if with_units else None}
+    if with_units:
+        model["pos"] = script["pos"]
+        if "cn" in script["cnsn_type"]:
+            model.update(crop=script["crop"], beta=float(script["beta"]))
+    uses_cn = with_units and "cn" in script["cnsn_type"]
+    trainer = (
+        "augmix"
+        if "augmix" in method
+        else "consistency"
+        if "consistency" in method
+        else ("supervised")
+    )
+    return {
+        "model": model,
+        "trainer": trainer,
+        "cn_prob": float(script["cn_prob"]) if uses_cn else 0.0,
+        "active_num": int(script.get("active_num", 1)) if uses_cn else 1,
+        "consist_wt": float(script.get("consist_wt", 10.0)),
+        "epochs": int(script["epochs"]),
+        "batch_size": int(script["batch_size"]),
+        "lr": float(script["lr"]),
+        "momentum": float(script["momentum"]),
+        "weight_decay": float(script["weight_decay"]),
+    }

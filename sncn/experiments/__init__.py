@@ -1,0 +1,1 @@
+"""Experiment recipes, one module per notebook: build, train, evaluate, tabulate."""

@@ -1,0 +1,312 @@
+"""CIFAR-10-C / CIFAR-100-C: train one (dataset, backbone, method) cell, evaluate, tabulate.
+
+What ``notebooks/01_cifar_c.ipynb`` calls. One run = train with the paper's settings for the cell
+(:func:`sncn.hparams.cifar_setting`, scaled by the profile's budget), then measure the clean test
+error and the error on each of the 15 corruptions x 5 severities, and write a run folder
+(:mod:`sncn.results`). Finished runs are read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sncn import results
+from sncn.corruptions import CORRUPTIONS, SEVERITIES, make_c
+from sncn.data import data_root
+from sncn.data.augmix import AugMixViews, augmix_loader
+from sncn.data.vision import (
+    NUM_CLASSES,
+    ArrayLoader,
+    load_cifar,
+    load_cifar_c,
+    normalize,
+    random_crop_flip,
+)
+from sncn.hparams import cifar_setting
+from sncn.metrics import ErrorMeter, cifar_mce
+from sncn.models import create_model
+from sncn.train import AugMixTrainer, ConsistencyTrainer, Trainer, cosine_schedule, fit, sgd
+
+#: Our method -> (paper table, its column) for the "paper" column of Table 1 / Tables 14-15.
+PAPER_COLUMN = {
+    "basic": ("1", "Basic"),
+    "sn": ("14", "SN"),
+    "cn": ("14", "CN"),
+    "sncn": ("14", "SNCN+Crop"),
+    "sncn_consistency": ("1", "SNCN"),
+    "augmix": ("1", "AugMix"),
+    "sncn_augmix": ("1", "SNCN+AugMix"),
+}
+_C_FOLDER = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def subset(
+    images: np.ndarray, labels: np.ndarray, n: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced random subset of ``n`` items (all of them when ``n`` is None or larger)."""
+    if n is None or n >= len(labels):
+        return images, labels
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    take = np.concatenate([idx[: n // len(classes) + (i < n % len(classes))]
+                           for i, idx in enumerate(per_class)])  # fmt: skip
+    take.sort()
+    return images[take], labels[take]
+
+
+def corrupted_test_set(
+    dataset: str, n_test: int | None, root: str | os.PathLike | None = None, seed: int = 0
+) -> tuple[Path, str]:
+    """The CIFAR-C folder to evaluate on: the real one if present, else one generated here.
+
+    The real ``<root>/CIFAR-10-C`` (or ``CIFAR-100-C``) is used when it holds all 15 files. Else
+    :func:`sncn.corruptions.make_c` writes the corruptions of the first ``n_test`` test images
+    (class-balanced) into ``<root>/generated/<name>-n<n_test>-seed<seed>`` once, and later calls
+    reuse it.
+
+    Returns:
+        ``(folder, source)`` with source ``"official"`` or ``"generated"``.
+    """
+    root = data_root(root)
+    official = root / _C_FOLDER[dataset]
+    if (official / "labels.npy").is_file() and all(
+        (official / f"{c}.npy").is_file() for c in CORRUPTIONS
+    ):
+        return official, "official"
+    images, labels = subset(*load_cifar(dataset, "test", root), n_test, seed)
+    folder = root / "generated" / f"{_C_FOLDER[dataset]}-n{len(labels)}-seed{seed}"
+    make_c(images, labels, folder, table="cifar", seed=seed, progress=False)
+    return folder, "generated"
+
+
+@torch.no_grad()
+def evaluate_error(
+    trainer: Trainer, images: np.ndarray, labels: np.ndarray, batch_size: int = 500
+) -> float:
+    """Top-1 error (%) of ``trainer.predict`` on uint8 NHWC images."""
+    meter = ErrorMeter()
+    loader = ArrayLoader(images, labels, batch_size, device=trainer.device, transform=normalize)
+    for x, y in loader:
+        meter.update(trainer.predict(x), y)
+    return meter.error
+
+
+def corruption_errors(
+    trainer: Trainer, folder: Path, n_test: int | None = None
+) -> dict[str, list[float]]:
+    """``{corruption: [error at severity 1..5]}`` (%) on a CIFAR-C folder (first ``n_test``)."""
+    errors: dict[str, list[float]] = {}
+    for corruption in CORRUPTIONS:
+        errors[corruption] = []
+        for severity in SEVERITIES:
+            images, labels = load_cifar_c(folder, corruption, severity)
+            if n_test is not None and n_test < len(labels):
+                images, labels = subset(images, labels, n_test, 0)
+            errors[corruption].append(evaluate_error(trainer, images, labels))
+    return errors
+
+
+def build_trainer(
+    setting: dict[str, Any], model: torch.nn.Module, steps: int, device: torch.device
+) -> Trainer:
+    """The cell's trainer: SGD (Nesterov) with a per-step cosine schedule to 1e-6."""
+    model.to(device)
+    opt = sgd(model, setting["lr"], setting["momentum"], setting["weight_decay"])
+    sched = cosine_schedule(opt, steps, lr_min_ratio=1e-6 / setting["lr"])
+    kwargs = dict(
+        cn_prob=setting["cn_prob"],
+        active_num=setting["active_num"],
+        amp=device.type == "cuda",
+        channels_last=device.type == "cuda",
+        device=device,
+    )
+    if setting["trainer"] == "consistency":
+        return ConsistencyTrainer(model, opt, sched, consist_wt=setting["consist_wt"], **kwargs)
+    if setting["trainer"] == "augmix":
+        return AugMixTrainer(model, opt, sched, consist_wt=setting["consist_wt"], **kwargs)
+    return Trainer(model, opt, sched, **kwargs)
+
+
+def run(
+    dataset: str,
+    backbone: str,
+    method: str,
+    results_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    epochs: int = 0,
+    train_subset: int = 0,
+    test_subset: int = 0,
+    batch_size: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
+    root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one cell; return its metrics (read back if the run already finished).
+
+    Args:
+        dataset: ``cifar10`` or ``cifar100``.
+        backbone: ``allconv``, ``densenet``, ``wrn`` or ``resnext``.
+        method: a key of :data:`sncn.hparams.CIFAR_METHODS`.
+        results_dir: the profile's results folder; the run goes to ``runs/<name>``.
+        seed: the run's seed.
+        epochs, batch_size: override the paper's (0 keeps them).
+        train_subset: train on a class-balanced subset of this many images (0: all 50,000).
+        test_subset: evaluate on this many test images per corruption and severity (0: all).
+        model_kwargs: extra ``create_model`` kwargs (e.g. a narrower network for smoke tests).
+        device: ``cuda`` or ``cpu`` (default: CUDA when available).
+        root: data root (default :func:`sncn.data.data_root`).
+        progress: progress bars.
+
+    Returns:
+        ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
+        "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``.
+    """
+    name = f"{dataset}-{backbone}-{method}-seed{seed}"
+    folder = results.run_dir(results_dir, name)
+    if results.is_done(folder):
+        return results.load_metrics(folder)
+    setting = cifar_setting(dataset, backbone, method)
+    setting["epochs"] = epochs or setting["epochs"]
+    setting["batch_size"] = batch_size or setting["batch_size"]
+    dev = _device(device)
+    train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
+    test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
+    c_folder, source = corrupted_test_set(dataset, test_subset or None, root)
+
+    torch.manual_seed(seed)
+    model = create_model(
+        backbone, num_classes=NUM_CLASSES[dataset], **setting["model"], **(model_kwargs or {})
+    )
+    bs = setting["batch_size"]
+    steps_per_epoch = len(train_y) // bs
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {bs} exceeds the {len(train_y)} training images.")
+    trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev)
+
+    if setting["trainer"] == "augmix":
+        views = AugMixViews(train_x, train_y)
+
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            return augmix_loader(views, bs, generator)
+    else:
+
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            def augment(x: torch.Tensor) -> torch.Tensor:
+                return normalize(random_crop_flip(x, generator))
+
+            return ArrayLoader(train_x, train_y, bs, shuffle=True, generator=generator,
+                               drop_last=True, device=dev, transform=augment)  # fmt: skip
+
+    start = time.perf_counter()
+    history = fit(
+        trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
+        description=name,
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    errors = corruption_errors(trainer, c_folder, test_subset or None)
+    metrics = {
+        "clean_error": evaluate_error(trainer, test_x, test_y),
+        "mce": cifar_mce(errors),
+        "errors": errors,
+        "cifar_c": source,
+        "history": history,
+        "train_seconds": train_seconds,
+        "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
+    }
+    params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
+              "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
+              **setting, "model_kwargs": model_kwargs or {}}  # fmt: skip
+    results.save_run(folder, params, metrics)
+    return metrics
+
+
+def run_grid(
+    datasets: Sequence[str],
+    backbones: Sequence[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    results_dir: str | os.PathLike,
+    **budget: Any,
+) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """:func:`run` over a grid; ``budget`` holds :func:`run`'s keyword arguments.
+
+    Returns:
+        ``(dataset, backbone, method, [metrics per seed])`` per cell, for :func:`table_rows`.
+    """
+    return [
+        (d, b, m, [run(d, b, m, results_dir, seed=s, **budget) for s in seeds])
+        for d in datasets
+        for b in backbones
+        for m in methods
+    ]
+
+
+def paper_number(dataset: str, backbone: str, method: str) -> float | None:
+    """The paper's mCE for this cell (Table 1, or Table 14/15 for SN, CN and SNCN+Crop)."""
+    table, column = PAPER_COLUMN[method]
+    if table == "1":
+        return results.paper_value(results.TABLE1, results.TABLE1_METHODS, dataset, backbone,
+                                   column)  # fmt: skip
+    return results.paper_value(results.TABLE14, results.TABLE14_METHODS, dataset, backbone, column)
+
+
+def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -> list[dict]:
+    """Rows of Table 1 (and 14/15): ours (mean over seeds, and spread) next to the paper.
+
+    Args:
+        runs: ``(dataset, backbone, method, [metrics of each seed])``.
+    """
+    rows = []
+    for dataset, backbone, method, seeds in runs:
+        mce = np.array([m["mce"] for m in seeds])
+        clean = np.array([m["clean_error"] for m in seeds])
+        paper = paper_number(dataset, backbone, method)
+        table, column = PAPER_COLUMN[method]
+        rows.append({
+            "dataset": dataset, "backbone": backbone, "method": method,
+            "seeds": len(seeds),
+            "clean error": float(clean.mean()),
+            "mCE": float(mce.mean()),
+            "mCE std": float(mce.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+            "paper mCE": paper,
+            "ours - paper": None if paper is None else float(mce.mean()) - paper,
+            "paper column": f"Table {table if table == '1' else '14/15'}: {column}",
+            "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
+        })  # fmt: skip
+    return rows
+
+
+def heatmap_figure(metrics: dict[str, dict[str, Any]], title: str = ""):
+    """Corruption x severity error heatmaps, one panel per method (``{method: metrics}``)."""
+    import matplotlib.pyplot as plt
+
+    methods = list(metrics)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 5.2), squeeze=False)
+    vmax = max(max(max(v) for v in m["errors"].values()) for m in metrics.values())
+    for ax, method in zip(axes[0], methods, strict=True):
+        grid = np.array([metrics[method]["errors"][c] for c in CORRUPTIONS])  # (15, 5)
+        image = ax.imshow(grid, vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
+        ax.set_title(f"{method}\nmCE {metrics[method]['mce']:.1f}%", fontsize=9)
+        ax.set_xticks(range(5), [str(s) for s in SEVERITIES])
+        ax.set_xlabel("severity")
+        ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS if ax is axes[0][0] else [""] * 15)
+        for (i, j), value in np.ndenumerate(grid):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(image, ax=axes[0].tolist(), label="error (%)", shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig

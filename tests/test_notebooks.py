@@ -1,0 +1,58 @@
+"""Every notebook is tested, thin, parameterised and stored without outputs."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sncn.hparams import NOTEBOOKS, PROFILES
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS_ON_DISK = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_make_test_runs_nbval_over_every_notebook():
+    """`make test` runs nbval over the notebooks folder, so no notebook can go untested."""
+    makefile = (REPO / "Makefile").read_text()
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "--nbval-lax" in test_recipe and "notebooks" in test_recipe
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", p.name) for p in NOTEBOOKS_ON_DISK)
+
+
+def test_registry_names_existing_notebooks_and_profiles():
+    stems = {p.stem for p in NOTEBOOKS_ON_DISK}
+    for stem, profiles in NOTEBOOKS.items():
+        assert stem in stems, f"hparams.NOTEBOOKS names {stem}, which is not in notebooks/"
+        assert set(profiles) <= set(PROFILES) - {"smoke"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
+def test_notebook_is_thin_and_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), "first code cell: parameters"
+    for line in code[0].source.splitlines():  # literals only, one per line, documented
+        assert re.match(r"^[A-Z_]+: \w+ = .+  # .+$", line), line
+        ast.literal_eval(line.split("=", 1)[1].split("  #")[0].strip())
+    for cell in code:
+        assert not cell.get("outputs") and cell.get("execution_count") is None, "strip outputs"
+        tree = ast.parse(cell.source)
+        assert not any(
+            isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)
+        ), "notebooks call into sncn; definitions belong in the package"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
+def test_profile_overrides_are_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    params = nb.cells[[c.cell_type for c in nb.cells].index("code")].source
+    names = {line.split(":")[0] for line in params.splitlines()}
+    for profile, overrides in NOTEBOOKS.get(path.stem, {}).items():
+        unknown = set(overrides) - names
+        assert not unknown, f"{profile} overrides {unknown}, not in {path.name}'s parameters"
