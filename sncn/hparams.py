@@ -32,9 +32,46 @@ LAYER_DEFAULTS: dict[str, Any] = {
     "order": "cn-sn",
 }
 
-#: notebook stem (e.g. ``"02_cifar_c"``) -> profile -> parameter overrides. ``smoke`` has none by
-#: definition: it is what the notebook itself says.
-NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {}
+#: notebook stem -> profile -> parameter overrides. ``smoke`` has none by definition: it is what
+#: the notebook itself says.
+NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_cifar_c": {
+        # WRN-40-2 on CIFAR-10, 4 methods, on a 2-core CPU in about 25 minutes: one pass over
+        # 32,000 training images (250 steps of 128; WRN-40-2 does ~100 images/s there) and 200
+        # test images per corruption and severity.
+        "quick": {
+            "DATASETS": ["cifar10"],
+            "BACKBONES": ["wrn"],
+            "METHODS": ["basic", "sn", "cn", "sncn"],
+            "SEEDS": [0],
+            "EPOCHS": 1,
+            "BATCH_SIZE": 128,
+            "TRAIN_SUBSET": 32000,
+            "TEST_SUBSET": 200,
+            "MODEL_KWARGS": {},
+        },
+        # The whole of Table 1 and Tables 14/15 (CIFAR-100 needs CIFAR-100 in the data root).
+        "paper": {
+            "DATASETS": ["cifar10", "cifar100"],
+            "BACKBONES": ["allconv", "densenet", "wrn", "resnext"],
+            "METHODS": [
+                "basic",
+                "sn",
+                "cn",
+                "sncn",
+                "sncn_consistency",
+                "augmix",
+                "sncn_augmix",
+            ],  # fmt: skip
+            "SEEDS": [0],
+            "EPOCHS": 0,
+            "BATCH_SIZE": 0,
+            "TRAIN_SUBSET": 0,
+            "TEST_SUBSET": 0,
+            "MODEL_KWARGS": {},
+        },
+    },
+}
 
 
 def check_profile(profile: str) -> str:

@@ -80,12 +80,17 @@ def _check_features(x: Tensor, num_channels: int | None, layer: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
+def _moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per (sample, channel) mean and biased variance of ``x``, both ``(N, C)`` float32+.
 
     Contiguous and channels_last inputs go through the group-norm kernel (one group per channel:
     a vectorised one-pass Welford, exact for |mean| >> std). Other strides use ``var_mean``, which
     reads the strided data in place rather than making a contiguous copy.
+
+    Returns:
+        ``(mean, var, spare)``: ``spare`` is the kernel's normalised output, a buffer of ``x``'s
+        shape, dtype and strides that nothing else references (the caller may overwrite it
+        instead of allocating its own), or None.
     """
     n, c = x.shape[:2]
     acc = x.float() if x.dtype in _LOW_PRECISION else x  # fp16/bf16: accumulate and return fp32
@@ -95,10 +100,11 @@ def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
     if layout_ok:
         spatial = acc[0, 0].numel()
         # eps = 0: rstd = 1 / sqrt(var); a constant map gives rstd = inf and var = 0 exactly.
-        _, mean, rstd = torch.native_group_norm(acc, None, None, n, c, spatial, c, 0.0)
-        return mean.view(n, c), rstd.view(n, c).pow(-2)
+        spare, mean, rstd = torch.native_group_norm(acc, None, None, n, c, spatial, c, 0.0)
+        usable = spare.dtype == x.dtype and spare.stride() == x.stride()
+        return mean.view(n, c), rstd.view(n, c).pow(-2), spare if usable else None
     var, mean = torch.var_mean(acc, dim=tuple(range(2, acc.dim())), correction=0)
-    return mean, var
+    return mean, var, None
 
 
 class _InstanceStats(torch.autograd.Function):
@@ -112,7 +118,7 @@ class _InstanceStats(torch.autograd.Function):
     def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:  # noqa: D102
         n_pos = x[0, 0].numel()
         denom = max(n_pos - 1, 1)
-        mean, var = _moments(x)  # (N, C), (N, C)
+        mean, var, _ = _moments(x)  # (N, C), (N, C)
         std = (var * (n_pos / denom) + eps).sqrt()
         ctx.save_for_backward(x, mean, std)
         ctx.denom = denom
@@ -170,16 +176,24 @@ def _flat_maps(x: Tensor) -> Tensor | None:
     return None
 
 
-def _affine_values(x: Tensor, a: Tensor, b: Tensor | None) -> Tensor:
-    """``x * a + b`` per map, no autograd: one pass, in ``x``'s dtype and memory layout."""
-    flat = _flat_maps(x)
-    if flat is not None:  # BatchNorm inference with mean 0, var 1, eps 0: exactly x * a + b
+def _affine_values(x: Tensor, a: Tensor, b: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """``x * a + b`` per map, no autograd: one pass, in ``x``'s dtype and memory layout.
+
+    Written into ``out`` (shaped and laid out like ``x``) when given.
+    """
+    out = torch.empty_like(x) if out is None else out
+    flat, flat_out = _flat_maps(x), _flat_maps(out)
+    if flat is not None and flat_out is not None:
+        # BatchNorm inference with mean 0, var 1, eps 0: exactly x * a + b, vectorised per map
         a_ = a.reshape(-1).to(x.dtype)
         b_ = None if b is None else b.reshape(-1).to(x.dtype)
         ones = torch.ones_like(a_)
-        out = torch.batch_norm(flat, a_, b_, torch.zeros_like(a_), ones, False, 0.0, 0.0, False)
-        return out.view_as(x)
-    out = x * _per_map(a, x)
+        torch.ops.aten.native_batch_norm.out(
+            flat, a_, b_, torch.zeros_like(a_), ones, False, 0.0, 0.0,
+            out=flat_out, save_mean=a_.new_empty(0), save_invstd=a_.new_empty(0),
+        )  # fmt: skip
+        return out
+    torch.mul(x, _per_map(a, x), out=out)
     return out if b is None else out.add_(_per_map(b, x))
 
 
@@ -226,7 +240,7 @@ class _StatAffine(torch.autograd.Function):
     def forward(ctx, x: Tensor, eps: float, coefficients: Coefficients, *tensors: Tensor):  # noqa: D102
         n_pos = x[0, 0].numel()
         denom = max(n_pos - 1, 1)
-        mean, var = _moments(x)
+        mean, var, spare = _moments(x)  # spare: a free buffer for the result
         std = (var * (n_pos / denom) + eps).sqrt()
         with torch.enable_grad():
             leaves = (mean.requires_grad_(), std.requires_grad_())
@@ -235,7 +249,7 @@ class _StatAffine(torch.autograd.Function):
         ctx.tensors = tensors
         ctx.n_pos, ctx.denom = n_pos, denom
         ctx.save_for_backward(x)
-        return _affine_values(x, a.detach(), None if b is None else b.detach())
+        return _affine_values(x, a.detach(), None if b is None else b.detach(), out=spare)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
