@@ -49,6 +49,18 @@ def test_notebook_is_thin_and_clean(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path):
+    """papermill parses each parameter with its type and help (``--help-notebook``)."""
+    import papermill
+
+    nb = nbformat.read(path, as_version=4)
+    source = next(c.source for c in nb.cells if c.cell_type == "code")
+    inspected = papermill.inspect_notebook(str(path))
+    assert list(inspected) == [line.split(":")[0] for line in source.splitlines()]
+    assert all(p["inferred_type_name"] != "None" and p["help"] for p in inspected.values())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
 def test_profile_overrides_are_parameters(path):
     nb = nbformat.read(path, as_version=4)
     params = nb.cells[[c.cell_type for c in nb.cells].index("code")].source
