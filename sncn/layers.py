@@ -135,7 +135,39 @@ class _InstanceStats(torch.autograd.Function):
         return _affine_values(x, c1, c0), None
 
 
-def instance_stats(x: Tensor, eps: float = 1e-5, keepdim: bool = False) -> tuple[Tensor, Tensor]:
+def _check_mask(mask: Tensor, x: Tensor) -> Tensor:
+    """``mask`` ``(N, *spatial)`` (True = a real position) as a bool ``(N, 1, *spatial)``."""
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
+        shape = None if not isinstance(mask, Tensor) else tuple(mask.shape)
+        raise ValueError(
+            f"mask must have shape (N, *spatial) = {(x.shape[0], *x.shape[2:])} for features of "
+            f"shape {tuple(x.shape)}, got {shape}."
+        )
+    mask = mask.to(device=x.device, dtype=torch.bool)
+    if not mask.flatten(1).any(1).all():
+        raise ValueError("every sample needs at least one unmasked position (mask all False).")
+    return mask.unsqueeze(1)
+
+
+def _masked_stats(x: Tensor, mask: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Mean and ``sqrt(unbiased var + eps)`` over the positions where ``mask`` is True.
+
+    ``mask``: bool ``(N, 1, *spatial)``. Two passes with plain autograd: for padded sequences
+    (text), where every sample has its own number of positions.
+    """
+    dims = tuple(range(2, x.dim()))
+    acc = x.float() if x.dtype in _LOW_PRECISION else x
+    weight = mask.to(acc.dtype)  # (N, 1, *spatial)
+    count = weight.sum(dims)  # (N, 1)
+    mean = (acc * weight).sum(dims) / count  # (N, C)
+    centred = (acc - mean.view(*mean.shape, *([1] * len(dims)))) * weight
+    var = centred.square().sum(dims) / (count - 1).clamp_min(1)
+    return mean, (var + eps).sqrt()
+
+
+def instance_stats(
+    x: Tensor, eps: float = 1e-5, keepdim: bool = False, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Channel-wise mean and standard deviation of each sample.
 
     Args:
@@ -144,6 +176,8 @@ def instance_stats(x: Tensor, eps: float = 1e-5, keepdim: bool = False) -> tuple
             the unbiased (Bessel-corrected) variance, the definition of the paper's released code.
             A map of one position has ``var = 0`` (no correction), so ``std = sqrt(eps)``.
         keepdim: return ``(N, C, 1[, 1])`` instead of ``(N, C)``.
+        mask: optional bool ``(N, L)`` or ``(N, H, W)``, True at real positions: the statistics
+            are taken over those only (padding of variable-length sequences excluded).
 
     Returns:
         ``(mean, std)``. Accumulated and returned in float32 for float16/bfloat16 inputs (in the
@@ -153,7 +187,10 @@ def instance_stats(x: Tensor, eps: float = 1e-5, keepdim: bool = False) -> tuple
         Eq. 1 of the paper (instance normalisation statistics).
     """
     _check_features(x, None, "instance_stats")
-    mean, std = _InstanceStats.apply(x, float(eps))  # (N, C), (N, C)
+    if mask is None:
+        mean, std = _InstanceStats.apply(x, float(eps))  # (N, C), (N, C)
+    else:
+        mean, std = _masked_stats(x, _check_mask(mask, x), float(eps))
     if keepdim:
         shape = (*mean.shape, *([1] * (x.dim() - 2)))
         mean, std = mean.view(shape), std.view(shape)
@@ -374,10 +411,19 @@ class SelfNorm(nn.Module):
             f = torch.sigmoid(_batch_norm(self.f_bn, self.f_fc(mean, std)))
         return g, f
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Recalibrate ``x`` ``(N, C, ...)``; same shape out."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Recalibrate ``x`` ``(N, C, ...)``; same shape out.
+
+        With ``mask`` (bool ``(N, *spatial)``, True = real position) the statistics exclude the
+        masked positions, and those pass through unchanged.
+        """
         _check_features(x, self.num_channels, "SelfNorm")
-        return _stat_affine(x, self.eps, self._coefficients, *self.parameters())
+        if mask is None:
+            return _stat_affine(x, self.eps, self._coefficients, *self.parameters())
+        mask = _check_mask(mask, x)
+        a, b = self._coefficients(*_masked_stats(x, mask, self.eps))
+        out = x * _per_map(a, x)
+        return torch.where(mask, out if b is None else out + _per_map(b, x), x)
 
     def _coefficients(self, mean: Tensor, std: Tensor, *_params: Tensor) -> tuple:
         """Eq. 2 as ``x * a + b``: ``g (x - mu) + f mu = g x + (f - g) mu``; g-only: ``g x``."""
@@ -469,6 +515,7 @@ def crossnorm(
     lam: float | None = None,
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Exchange channel-wise statistics between feature maps (always applied; see CrossNorm).
 
@@ -490,6 +537,8 @@ def crossnorm(
         lam: optional partial mixing: ``lam * x + (1 - lam) * crossnorm(x)``.
         eps: variance epsilon of the statistics.
         generator: CPU torch generator for the pairing and boxes (default: the global one).
+        mask: optional bool ``(N, *spatial)``, True at real positions (padded sequences): the
+            statistics exclude the rest, which pass through unchanged. Only with ``crop="neither"``.
 
     Returns:
         Tensor of ``x``'s shape and dtype. Gradients flow to ``x`` through both the standardised
@@ -508,6 +557,8 @@ def crossnorm(
         )
     if instances == 1 and c < 2:
         raise ValueError("1-instance CrossNorm pairs channels and needs C >= 2, got C=1.")
+    if mask is not None and crop != "neither":
+        raise ValueError(f"a mask works with crop='neither' only, got crop={crop!r}.")
     partner = random_partner(n if instances == 2 else c, generator).to(x.device)
     spatial = x.shape[2:]
     lead = (slice(None), slice(None))
@@ -533,6 +584,11 @@ def crossnorm(
         if lam is not None:
             return lam + (1 - lam) * scale, (1 - lam) * shift
         return scale, shift
+
+    if mask is not None:  # padded sequences: statistics over real positions, padding untouched
+        mask = _check_mask(mask, x)
+        scale, shift = coefficients(*_masked_stats(x, mask, eps))
+        return torch.where(mask, x * _per_map(scale, x) + _per_map(shift, x), x)
 
     restyled = _stat_affine(content, eps, coefficients, *style)
     if content is x:
@@ -563,13 +619,13 @@ class StyleLayer(nn.Module):
         super().__init__()
         self.active = False
 
-    def transform(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``transform(x)`` while training and switched on, else ``x`` unchanged."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``transform(x, mask)`` while training and switched on, else ``x`` unchanged."""
         if self.training and self.active:
-            return self.transform(x)
+            return self.transform(x, mask)
         return x
 
 
@@ -610,11 +666,11 @@ class CrossNorm(StyleLayer):
         self.lam = lam
         self.eps = eps
 
-    def transform(self, x: Tensor) -> Tensor:
-        """Apply CrossNorm to ``x`` ``(N, C, ...)``."""
+    def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Apply CrossNorm to ``x`` ``(N, C, ...)`` (``mask``: see :func:`crossnorm`)."""
         _check_features(x, self.num_channels, "CrossNorm")
         return crossnorm(
-            x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps
+            x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps, mask=mask
         )
 
     def extra_repr(self) -> str:
@@ -665,12 +721,12 @@ class CNSN(nn.Module):
         self.crossnorm = CrossNorm(num_channels, instances, crop, beta, threshold) if cn else None
         self.selfnorm = SelfNorm(num_channels, two_functions) if sn else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the unit's layers in ``order``."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Apply the unit's layers in ``order`` (``mask``: padded positions, see SelfNorm)."""
         layers = (self.crossnorm, self.selfnorm)
         for layer in layers if self.order == "cn-sn" else reversed(layers):
             if layer is not None:
-                x = layer(x)
+                x = layer(x) if mask is None else layer(x, mask)
         return x
 
     def extra_repr(self) -> str:

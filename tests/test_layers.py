@@ -612,3 +612,64 @@ def test_bad_arguments():
         sample_box((8, 8), threshold=0.0)
     with pytest.raises(ValueError, match="C >= 2"):
         crossnorm(torch.randn(2, 1, 4, 4), instances=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# padded sequences (text): statistics over real positions only
+# ---------------------------------------------------------------------------------------------
+
+
+def padded_batch():
+    g = gen(5)
+    lengths = torch.tensor([7, 3, 5, 1])
+    x = torch.randn(4, 6, 7, generator=g) * 2 + 1
+    mask = torch.arange(7)[None] < lengths[:, None]  # (N, L)
+    x = x * mask[:, None]  # zero embeddings at padding, as an nn.Embedding(padding_idx) gives
+    return x, mask, lengths
+
+
+def test_masked_stats_ignore_padding():
+    x, mask, lengths = padded_batch()
+    mean, std = instance_stats(x, mask=mask)
+    for i, n in enumerate(lengths.tolist()):
+        ref_mean, ref_std = ref_stats(x[i : i + 1, :, :n], 1e-5)
+        if n == 1:  # one position: variance 0 (no Bessel correction), std = sqrt(eps)
+            ref_std = torch.full_like(ref_mean, math.sqrt(1e-5))
+        torch.testing.assert_close(mean[i].double(), ref_mean[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(std[i].double(), ref_std[0], rtol=1e-5, atol=1e-6)
+    full = torch.ones_like(mask)
+    torch.testing.assert_close(instance_stats(x, mask=full), instance_stats(x))
+
+
+def test_masked_layers_match_unpadded_and_leave_padding():
+    x, mask, lengths = padded_batch()
+    sn = randomise(SelfNorm(6, two_functions=True)).eval()
+    out = sn(x, mask)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[i : i + 1, :, :n], sn(x[i : i + 1, :, :n]))
+    assert torch.equal(out[~mask[:, None].expand_as(x)], x[~mask[:, None].expand_as(x)])
+    swapped = crossnorm(x, mask=mask, generator=gen(2), eps=1e-8)
+    partner = random_partner(4, gen(2))
+    m_x, s_x = instance_stats(x, mask=mask, eps=0.0)
+    m_o, s_o = instance_stats(swapped, mask=mask, eps=0.0)
+    real = lengths > 1  # a one-token sample has no spread to standardise
+    torch.testing.assert_close(m_o[real], m_x[partner][real], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_o[real], s_x[partner][real], rtol=1e-3, atol=1e-3)
+    assert torch.equal(swapped * ~mask[:, None], x * ~mask[:, None])
+    unit = CNSN(6)
+    unit.crossnorm.active = True
+    assert unit(x, mask).shape == x.shape
+
+
+def test_masked_gradients_and_errors():
+    x, mask, _ = padded_batch()
+    x = x.double().requires_grad_()
+    sn = randomise(SelfNorm(6)).double()
+    assert torch.autograd.gradcheck(lambda t: sn(t, mask), (x,))
+    assert torch.autograd.gradcheck(lambda t: crossnorm(t, mask=mask, generator=gen(1)), (x,))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        sn(x, mask[:, :5])
+    with pytest.raises(ValueError, match="at least one unmasked"):
+        sn(x, torch.zeros_like(mask))
+    with pytest.raises(ValueError, match="crop='neither' only"):
+        crossnorm(x, crop="style", mask=mask)
