@@ -632,9 +632,11 @@ def test_masked_stats_ignore_padding():
     x, mask, lengths = padded_batch()
     mean, std = instance_stats(x, mask=mask)
     for i, n in enumerate(lengths.tolist()):
-        ref_mean, ref_std = ref_stats(x[i : i + 1, :, :n], 1e-5)
         if n == 1:  # one position: variance 0 (no Bessel correction), std = sqrt(eps)
+            ref_mean = x[i : i + 1, :, 0].double()
             ref_std = torch.full_like(ref_mean, math.sqrt(1e-5))
+        else:
+            ref_mean, ref_std = ref_stats(x[i : i + 1, :, :n], 1e-5)
         torch.testing.assert_close(mean[i].double(), ref_mean[0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(std[i].double(), ref_std[0], rtol=1e-5, atol=1e-6)
     full = torch.ones_like(mask)

@@ -118,6 +118,17 @@ def corruption_errors(
     return errors
 
 
+def apply_overrides(setting: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``setting`` updated by ``overrides`` (model kwargs merged; None removes a model kwarg)."""
+    unknown = set(overrides) - set(setting)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(setting)}.")
+    out = {**setting, **{k: v for k, v in overrides.items() if k != "model"}}
+    model = {**setting["model"], **overrides.get("model", {})}
+    out["model"] = {k: v for k, v in model.items() if v is not None}
+    return out
+
+
 def build_trainer(
     setting: dict[str, Any], model: torch.nn.Module, steps: int, device: torch.device
 ) -> Trainer:
@@ -151,6 +162,8 @@ def run(
     test_subset: int = 0,
     batch_size: int = 0,
     model_kwargs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    variant: str = "",
     device: str | None = None,
     root: str | os.PathLike | None = None,
     progress: bool = True,
@@ -167,6 +180,10 @@ def run(
         train_subset: train on a class-balanced subset of this many images (0: all 50,000).
         test_subset: evaluate on this many test images per corruption and severity (0: all).
         model_kwargs: extra ``create_model`` kwargs (e.g. a narrower network for smoke tests).
+        overrides: changes to the cell's setting (:func:`sncn.hparams.cifar_setting`), e.g.
+            ``{"model": {"pos": "pre"}, "cn_prob": 0.5}``; ``model`` entries are merged, a None
+            value removes a model kwarg.
+        variant: names the run when ``overrides`` make it differ from the cell's setting.
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
@@ -175,11 +192,13 @@ def run(
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
         "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``.
     """
-    name = f"{dataset}-{backbone}-{method}-seed{seed}"
+    if overrides and not variant:
+        raise ValueError("runs with overrides need a variant name to keep their own run folder.")
+    name = f"{dataset}-{backbone}-{method}{'-' + variant if variant else ''}-seed{seed}"
     folder = results.run_dir(results_dir, name)
     if results.is_done(folder):
         return results.load_metrics(folder)
-    setting = cifar_setting(dataset, backbone, method)
+    setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
     setting["epochs"] = epochs or setting["epochs"]
     setting["batch_size"] = batch_size or setting["batch_size"]
     dev = _device(device)
@@ -228,6 +247,7 @@ def run(
         "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
     }
     params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
+              "variant": variant,
               "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
               **setting, "model_kwargs": model_kwargs or {}}  # fmt: skip
     results.save_run(folder, params, metrics)

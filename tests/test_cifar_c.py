@@ -1,0 +1,57 @@
+"""The CIFAR-C experiment recipe: subsets, settings, the paper column, table rows, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sncn.experiments import cifar_c
+from sncn.hparams import CIFAR_BACKBONES, CIFAR_METHODS, cifar_setting
+
+
+def test_subset_is_class_balanced_and_seeded():
+    labels = np.repeat(np.arange(10), 50)
+    images = np.arange(500)[:, None, None, None].repeat(2, 1).astype(np.uint8)
+    x, y = cifar_c.subset(images, labels, 95, seed=1)
+    counts = np.bincount(y, minlength=10)
+    assert len(y) == 95 and counts.max() - counts.min() <= 1
+    assert np.array_equal(cifar_c.subset(images, labels, 95, seed=1)[1], y)
+    assert cifar_c.subset(images, labels, None, seed=1)[0] is images
+
+
+def test_settings_follow_the_released_scripts():
+    wrn = cifar_setting("cifar10", "wrn", "sncn_consistency")
+    assert wrn["model"] == {"cnsn_type": "cnsn", "pos": "post", "crop": "both", "beta": 1.0}
+    assert (wrn["cn_prob"], wrn["active_num"], wrn["consist_wt"]) == (0.75, 2, 10.0)
+    assert wrn["trainer"] == "consistency" and wrn["epochs"] == 100
+    assert cifar_setting("cifar10", "densenet", "basic")["weight_decay"] == 1e-4
+    assert cifar_setting("cifar10", "resnext", "augmix")["model"] == {"cnsn_type": None}
+    for backbone in CIFAR_BACKBONES:
+        for method in CIFAR_METHODS:
+            assert cifar_c.paper_number("cifar10", backbone, method) is not None
+    with pytest.raises(ValueError, match="method must be one of"):
+        cifar_setting("cifar10", "wrn", "mixup")
+
+
+def test_overrides():
+    base = cifar_setting("cifar10", "wrn", "sncn")
+    out = cifar_c.apply_overrides(base, {"model": {"pos": "pre", "crop": None}, "cn_prob": 0.5})
+    assert out["model"] == {"cnsn_type": "cnsn", "pos": "pre", "beta": 1.0}
+    assert out["cn_prob"] == 0.5 and base["cn_prob"] == 0.25  # the registry is not modified
+    with pytest.raises(ValueError, match="unknown setting"):
+        cifar_c.apply_overrides(base, {"lr_max": 1})
+    with pytest.raises(ValueError, match="variant name"):
+        cifar_c.run("cifar10", "wrn", "sn", "/nonexistent", overrides={"cn_prob": 1.0})
+
+
+def test_table_rows():
+    errors = {c: [10.0, 20.0, 30.0, 40.0, 50.0] for c in cifar_c.CORRUPTIONS}
+    seeds = [
+        {"mce": 30.0, "clean_error": 5.0, "cifar_c": "generated", "errors": errors},
+        {"mce": 32.0, "clean_error": 7.0, "cifar_c": "generated", "errors": errors},
+    ]
+    (row,) = cifar_c.table_rows([("cifar10", "wrn", "basic", seeds)])
+    assert row["mCE"] == 31.0 and row["clean error"] == 6.0
+    assert row["mCE std"] == pytest.approx(np.std([30.0, 32.0], ddof=1))
+    assert row["paper mCE"] == 26.9 and row["ours - paper"] == pytest.approx(4.1)
+    assert row["CIFAR-C"] == "generated"
