@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from sncn.layers import CNSN
 from sncn.models import register_model
+from sncn.peers import DSU, MixStyle, PermutedAdaIN
 
 __all__ = [
     "ALLCONV_POSITIONS",
@@ -62,7 +63,9 @@ __all__ = [
     "wrn",
 ]
 
-UNIT_TYPES = ("sn", "cn", "cnsn", "se")
+UNIT_TYPES = ("sn", "cn", "cnsn", "se", "mixstyle", "padain", "dsu")
+#: the peers of CrossNorm (:mod:`sncn.peers`), at their papers' default settings
+PEERS = {"mixstyle": MixStyle, "padain": PermutedAdaIN, "dsu": DSU}
 RESIDUAL_POSITIONS = ("pre", "residual", "identity", "post")  # Figure 8; WRN and ResNeXt
 ALLCONV_POSITIONS = (1, 2, 3)  # Figure 10: after the convolution, the BatchNorm, the GELU
 # Figure 10 / Tables 8-15 names, then the released code's names (conv2_post: bottleneck only).
@@ -116,7 +119,8 @@ class UnitSpec:
     the model as ``model.unit_spec``. ``pos`` is not part of it: its choices depend on the family.
 
     Args:
-        cnsn_type: ``"sn"``, ``"cn"``, ``"cnsn"``, ``"se"`` or None (no unit).
+        cnsn_type: ``"sn"``, ``"cn"``, ``"cnsn"``, ``"se"``, a peer of CrossNorm (``"mixstyle"``,
+            ``"padain"``, ``"dsu"``: :mod:`sncn.peers`, in the CN slots) or None (no unit).
         blocks: ``"all"``, one stage or several from (1, 2, 3) whose cells get a unit
             (stored as a sorted tuple).
         image: also apply a unit to the input images (not for ``"se"``).
@@ -164,6 +168,8 @@ class UnitSpec:
         """A fresh unit for ``num_channels`` channels."""
         if self.cnsn_type == "se":
             return SqueezeExcitation(num_channels, self.se_reduction)
+        if self.cnsn_type in PEERS:
+            return PEERS[self.cnsn_type](num_channels)
         return CNSN(
             num_channels,
             cn="cn" in self.cnsn_type,
