@@ -28,12 +28,12 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import publish
 from sncn.corruptions import CORRUPTIONS, corrupt
 
 TARGET = 2000.0  # images/s at 32 px
@@ -225,12 +225,7 @@ def main(argv: list[str] | None = None) -> str:
         + f" At these rates CIFAR-10-C (15 x 5 x 10,000 images) takes about {total / 60:.1f} min"
         + (" (for the corruptions timed)." if len(rows) < len(CORRUPTIONS) else "."),
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    return table
+    return publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks._common import publish
 from sncn.layers import CrossNorm, SelfNorm
 
 SHAPES = {
@@ -108,12 +108,7 @@ def main(argv: list[str] | None = None) -> str:
         worst = max(r[3][name] for r in wrn)
         verdict = "met" if worst <= target else "NOT met"
         lines.append(f"- {name}: worst WRN ratio {worst:.2f}x -> target {verdict}.")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    return table
+    return publish(lines, args.out)
 
 
 if __name__ == "__main__":

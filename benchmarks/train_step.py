@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import publish
 from sncn.data.vision import ArrayLoader, load_cifar, normalize, random_crop_flip
 from sncn.hparams import cifar_setting
 from sncn.layers import crossnorm_step
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> str:
         "- Settings: the released WRN-40-2 CIFAR-10 scripts (SN at pre; CN at post, p 0.5, 2 "
         "units; SNCN at post, crop both, p 0.25, 2 units).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    return table
+    return publish(lines, args.out)
 
 
 if __name__ == "__main__":

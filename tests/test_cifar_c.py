@@ -40,8 +40,12 @@ def test_overrides():
     assert out["cn_prob"] == 0.5 and base["cn_prob"] == 0.25  # the registry is not modified
     with pytest.raises(ValueError, match="unknown setting"):
         cifar_c.apply_overrides(base, {"lr_max": 1})
-    with pytest.raises(ValueError, match="variant name"):
-        cifar_c.run("cifar10", "wrn", "sn", "/nonexistent", overrides={"cn_prob": 1.0})
+    budget = {"train_subset": 0, "test_subset": 0, "model_kwargs": {}}
+    name = cifar_c.run_name("cifar10", "wrn", "sncn", 0, base, budget)
+    assert name.startswith("cifar10-wrn-sncn-") and name.endswith("-seed0")
+    assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, dict(base), dict(budget)) == name
+    assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, out, budget) != name
+    assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, base, {**budget, "test_subset": 9}) != name
 
 
 def test_table_rows():

@@ -8,6 +8,8 @@ error and the error on each of the 15 corruptions x 5 severities, and write a ru
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -118,14 +120,29 @@ def corruption_errors(
     return errors
 
 
+def run_name(
+    dataset: str, backbone: str, method: str, seed: int, setting: dict, budget: dict
+) -> str:
+    """``<dataset>-<backbone>-<method>-<digest>-seed<k>``: the digest covers the resolved setting
+    and the budget, so runs are shared exactly when they would train the same thing."""
+    text = json.dumps({"setting": setting, "budget": budget}, sort_keys=True, default=list)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{dataset}-{backbone}-{method}-{digest}-seed{seed}"
+
+
 def apply_overrides(setting: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``setting`` updated by ``overrides`` (model kwargs merged; None removes a model kwarg)."""
     unknown = set(overrides) - set(setting)
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(setting)}.")
     out = {**setting, **{k: v for k, v in overrides.items() if k != "model"}}
-    model = {**setting["model"], **overrides.get("model", {})}
-    out["model"] = {k: v for k, v in model.items() if v is not None}
+    model = dict(setting["model"])
+    for key, value in overrides.get("model", {}).items():
+        if value is None:
+            model.pop(key, None)
+        else:
+            model[key] = value
+    out["model"] = model
     return out
 
 
@@ -163,7 +180,6 @@ def run(
     batch_size: int = 0,
     model_kwargs: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
-    variant: str = "",
     device: str | None = None,
     root: str | os.PathLike | None = None,
     progress: bool = True,
@@ -183,7 +199,6 @@ def run(
         overrides: changes to the cell's setting (:func:`sncn.hparams.cifar_setting`), e.g.
             ``{"model": {"pos": "pre"}, "cn_prob": 0.5}``; ``model`` entries are merged, a None
             value removes a model kwarg.
-        variant: names the run when ``overrides`` make it differ from the cell's setting.
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
@@ -192,15 +207,16 @@ def run(
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
         "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``.
     """
-    if overrides and not variant:
-        raise ValueError("runs with overrides need a variant name to keep their own run folder.")
-    name = f"{dataset}-{backbone}-{method}{'-' + variant if variant else ''}-seed{seed}"
-    folder = results.run_dir(results_dir, name)
-    if results.is_done(folder):
-        return results.load_metrics(folder)
     setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
     setting["epochs"] = epochs or setting["epochs"]
     setting["batch_size"] = batch_size or setting["batch_size"]
+    budget = {"train_subset": train_subset, "test_subset": test_subset,
+              "model_kwargs": model_kwargs or {}}  # fmt: skip
+    folder = results.run_dir(
+        results_dir, run_name(dataset, backbone, method, seed, setting, budget)
+    )
+    if results.is_done(folder):
+        return results.load_metrics(folder)
     dev = _device(device)
     train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
     test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
@@ -233,7 +249,7 @@ def run(
     start = time.perf_counter()
     history = fit(
         trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
-        description=name,
+        description=folder.name,
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
     errors = corruption_errors(trainer, c_folder, test_subset or None)
@@ -247,7 +263,6 @@ def run(
         "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
     }
     params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
-              "variant": variant,
               "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
               **setting, "model_kwargs": model_kwargs or {}}  # fmt: skip
     results.save_run(folder, params, metrics)
