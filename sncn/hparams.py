@@ -71,6 +71,50 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "MODEL_KWARGS": {},
         },
     },
+    "02_ablations": {
+        # WRN-40-2 on CIFAR-10, every WRN study (Figure 9, Tables 5-7, peers: 37 distinct runs)
+        # in about 20 minutes on a 2-core CPU: 16 steps of 128 images per run and 20 test
+        # images per corruption and severity. At this budget the differences are mostly noise.
+        "quick": {
+            "DATASET": "cifar10",
+            "BACKBONE": "wrn",
+            "STUDIES": [
+                "fig9_positions",
+                "fig9_crossnorm_variants",
+                "table5_order",
+                "table6_blocks",
+                "table7_components",
+                "peers",
+            ],  # fmt: skip
+            "BACKBONE_TABLES": [],
+            "SEEDS": [0],
+            "EPOCHS": 1,
+            "BATCH_SIZE": 128,
+            "TRAIN_SUBSET": 2048,
+            "TEST_SUBSET": 20,
+            "MODEL_KWARGS": {},
+        },
+        # The paper's studies on CIFAR-100-C and Tables 8, 9, 12 for all four backbones.
+        "paper": {
+            "DATASET": "cifar100",
+            "BACKBONE": "wrn",
+            "STUDIES": [
+                "fig9_positions",
+                "fig9_crossnorm_variants",
+                "table5_order",
+                "table6_blocks",
+                "table7_components",
+                "peers",
+            ],  # fmt: skip
+            "BACKBONE_TABLES": ["allconv", "densenet", "wrn", "resnext"],
+            "SEEDS": [0],
+            "EPOCHS": 0,
+            "BATCH_SIZE": 0,
+            "TRAIN_SUBSET": 0,
+            "TEST_SUBSET": 0,
+            "MODEL_KWARGS": {},
+        },
+    },
 }
 
 
