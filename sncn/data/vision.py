@@ -660,7 +660,7 @@ def load_cifar_c(
             f"to match labels.npy. {how}"
         )
     lo, hi = (severity - 1) * n, severity * n
-    return np.array(images[lo:hi]), np.asarray(labels[lo:hi], dtype=np.int64)
+    return np.array(images[lo:hi]), np.array(labels[lo:hi], dtype=np.int64)  # copies, writable
 
 
 def _cifar_c_folder(name: str | os.PathLike, root: str | os.PathLike | None) -> tuple[Path, str]:
