@@ -71,6 +71,66 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "MODEL_KWARGS": {},
         },
     },
+    "06_sentiment": {
+        # Close to paper scale: all 25,000 IMDb reviews, 1 epoch, 3 seeds, 5,000 IMDb test reviews
+        # and all 1,821 SST-2 test sentences; about 7 minutes on 2 quiet cores.
+        "quick": {
+            "METHODS": ["baseline", "sn", "cn", "sncn"],
+            "SEEDS": [0, 1, 2],
+            "EPOCHS": 1,
+            "BATCH_SIZE": 64,
+            "LR": 0.001,
+            "MAX_LEN": 400,
+            "MAX_VOCAB": 25000,
+            "CN_PROB": 0.5,
+            "ACTIVE_NUM": 1,
+            "GLOVE": "auto",
+            "TRAIN_SUBSET": 0,
+            "TEST_SUBSET": 5000,
+        },
+        "paper": {
+            "METHODS": ["baseline", "sn", "cn", "sncn"],
+            "SEEDS": [0, 1, 2],
+            "EPOCHS": 20,
+            "BATCH_SIZE": 64,
+            "LR": 0.001,
+            "MAX_LEN": 0,
+            "MAX_VOCAB": 25000,
+            "CN_PROB": 0.5,
+            "ACTIVE_NUM": 1,
+            "GLOVE": "auto",
+            "TRAIN_SUBSET": 0,
+            "TEST_SUBSET": 0,
+        },
+    },
+    "07_visualization": {
+        # Inversions on 01's one-epoch WRN-40-2 runs (cn, sncn), read back; ~2.5 min on 2 cores.
+        # TRAIN_SUBSET etc. only matter when those runs are missing (a model is trained here).
+        "quick": {
+            "N_CONTENT": 4,
+            "N_STYLE": 5,
+            "ITERATIONS": 200,
+            "LR_STEP": 40,
+            "SN_EPOCHS": 1,
+            "TRAIN_SUBSET": 4000,
+            "BATCH_SIZE": 128,
+            "TEST_SUBSET": 100,
+            "MODEL_KWARGS": {},
+        },
+        # The paper: CN on a 1-epoch WRN-40-2 trained on all images, SN on 01's well-trained run.
+        "paper": {
+            "N_CONTENT": 4,
+            "N_STYLE": 5,
+            "ITERATIONS": 200,
+            "LR_STEP": 40,
+            "DEVICE": "",
+            "SN_EPOCHS": 0,
+            "TRAIN_SUBSET": 0,
+            "BATCH_SIZE": 0,
+            "TEST_SUBSET": 0,
+            "MODEL_KWARGS": {},
+        },
+    },
     "02_ablations": {
         # WRN-40-2 on CIFAR-10, every WRN study (Figure 9, Tables 5-7, peers: 37 distinct runs)
         # in about 20 minutes on a 2-core CPU: 16 steps of 128 images per run and 20 test
