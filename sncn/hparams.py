@@ -32,6 +32,40 @@ LAYER_DEFAULTS: dict[str, Any] = {
     "order": "cn-sn",
 }
 
+_SENTIMENT_QUICK: dict[str, Any] = {
+    "METHODS": ["baseline", "sn", "cn", "sncn"],
+    "SEEDS": [0, 1, 2],
+    "EPOCHS": 1,
+    "BATCH_SIZE": 64,
+    "LR": 0.001,
+    "MAX_LEN": 400,
+    "MAX_VOCAB": 25000,
+    "CN_PROB": 0.5,
+    "ACTIVE_NUM": 1,
+    "GLOVE": "auto",
+    "TRAIN_SUBSET": 0,
+    "TEST_SUBSET": 5000,
+}
+_VISUALIZATION_QUICK: dict[str, Any] = {
+    "N_CONTENT": 4,
+    "N_STYLE": 5,
+    "ITERATIONS": 200,
+    "LR_STEP": 40,
+    "SN_EPOCHS": 1,
+    "TRAIN_SUBSET": 4000,
+    "BATCH_SIZE": 128,
+    "TEST_SUBSET": 100,
+    "MODEL_KWARGS": {},
+}
+_WRN_STUDIES = (
+    "fig9_positions",
+    "fig9_crossnorm_variants",
+    "table5_order",
+    "table6_blocks",
+    "table7_components",
+    "peers",
+)
+
 #: notebook stem -> profile -> parameter overrides. ``smoke`` has none by definition: it is what
 #: the notebook itself says.
 NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
@@ -74,61 +108,22 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
     "06_sentiment": {
         # Close to paper scale: all 25,000 IMDb reviews, 1 epoch, 3 seeds, 5,000 IMDb test reviews
         # and all 1,821 SST-2 test sentences; about 7 minutes on 2 quiet cores.
-        "quick": {
-            "METHODS": ["baseline", "sn", "cn", "sncn"],
-            "SEEDS": [0, 1, 2],
-            "EPOCHS": 1,
-            "BATCH_SIZE": 64,
-            "LR": 0.001,
-            "MAX_LEN": 400,
-            "MAX_VOCAB": 25000,
-            "CN_PROB": 0.5,
-            "ACTIVE_NUM": 1,
-            "GLOVE": "auto",
-            "TRAIN_SUBSET": 0,
-            "TEST_SUBSET": 5000,
-        },
-        "paper": {
-            "METHODS": ["baseline", "sn", "cn", "sncn"],
-            "SEEDS": [0, 1, 2],
-            "EPOCHS": 20,
-            "BATCH_SIZE": 64,
-            "LR": 0.001,
-            "MAX_LEN": 0,
-            "MAX_VOCAB": 25000,
-            "CN_PROB": 0.5,
-            "ACTIVE_NUM": 1,
-            "GLOVE": "auto",
-            "TRAIN_SUBSET": 0,
-            "TEST_SUBSET": 0,
-        },
+        "quick": _SENTIMENT_QUICK,
+        # The paper: 20 epochs, no truncation, the whole IMDb test set.
+        "paper": {**_SENTIMENT_QUICK, "EPOCHS": 20, "MAX_LEN": 0, "TEST_SUBSET": 0},
     },
     "07_visualization": {
         # Inversions on 01's one-epoch WRN-40-2 runs (cn, sncn), read back; ~2.5 min on 2 cores.
         # TRAIN_SUBSET etc. only matter when those runs are missing (a model is trained here).
-        "quick": {
-            "N_CONTENT": 4,
-            "N_STYLE": 5,
-            "ITERATIONS": 200,
-            "LR_STEP": 40,
-            "SN_EPOCHS": 1,
-            "TRAIN_SUBSET": 4000,
-            "BATCH_SIZE": 128,
-            "TEST_SUBSET": 100,
-            "MODEL_KWARGS": {},
-        },
+        "quick": _VISUALIZATION_QUICK,
         # The paper: CN on a 1-epoch WRN-40-2 trained on all images, SN on 01's well-trained run.
         "paper": {
-            "N_CONTENT": 4,
-            "N_STYLE": 5,
-            "ITERATIONS": 200,
-            "LR_STEP": 40,
+            **_VISUALIZATION_QUICK,
             "DEVICE": "",
             "SN_EPOCHS": 0,
             "TRAIN_SUBSET": 0,
             "BATCH_SIZE": 0,
             "TEST_SUBSET": 0,
-            "MODEL_KWARGS": {},
         },
     },
     "02_ablations": {
@@ -138,14 +133,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {
             "DATASET": "cifar10",
             "BACKBONE": "wrn",
-            "STUDIES": [
-                "fig9_positions",
-                "fig9_crossnorm_variants",
-                "table5_order",
-                "table6_blocks",
-                "table7_components",
-                "peers",
-            ],  # fmt: skip
+            "STUDIES": list(_WRN_STUDIES),
             "BACKBONE_TABLES": [],
             "SEEDS": [0],
             "EPOCHS": 1,
@@ -158,14 +146,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {
             "DATASET": "cifar100",
             "BACKBONE": "wrn",
-            "STUDIES": [
-                "fig9_positions",
-                "fig9_crossnorm_variants",
-                "table5_order",
-                "table6_blocks",
-                "table7_components",
-                "peers",
-            ],  # fmt: skip
+            "STUDIES": list(_WRN_STUDIES),
             "BACKBONE_TABLES": ["allconv", "densenet", "wrn", "resnext"],
             "SEEDS": [0],
             "EPOCHS": 0,
