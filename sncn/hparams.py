@@ -4,7 +4,7 @@ Profiles change numbers, never logic:
 
 * ``smoke``: the notebooks' committed defaults (their ``parameters`` cell), a minute or two each on
   a CPU; what nbval runs.
-* ``quick``: honest small-scale results on a 2-core CPU, about an hour for the whole pipeline.
+* ``quick``: honest small-scale results on a 2-core CPU, about 70 minutes for the whole pipeline.
 * ``paper``: the paper's settings, on GPUs.
 
 :func:`notebook_parameters` gives the values the pipeline injects into a notebook for a profile
@@ -66,9 +66,141 @@ _WRN_STUDIES = (
     "peers",
 )
 
+#: FixMatch on CIFAR-10 (§4.1 "Semi-supervised training on CIFAR", Figure 4) under the names of
+#: FixMatch (Sohn et al., 2020) and of the PyTorch implementation the paper used
+#: (kekmodel/FixMatch-pytorch): WRN-28-2, B labelled images and mu * B unlabelled ones per step,
+#: threshold tau, unlabelled weight lambda_u, softmax temperature T, SGD with Nesterov momentum,
+#: lr * cos(7 pi k / 16 K), EMA of the weights for evaluation, ``epochs`` of ``eval_step`` steps,
+#: labelled subsets drawn per class with ``label_seed`` (the paper: 1). ``labels``: the text's
+#: 250 and 4,000 and Figure 4's 1,000. The paper does not give CrossNorm's settings for
+#: FixMatch: the supervised ones (LAYER_DEFAULTS; CN units after every WRN block, ``pos="post"``).
+FIXMATCH: dict[str, Any] = {
+    "arch": "wrn",
+    "depth": 28,
+    "widen_factor": 2,
+    "batch_size": 64,
+    "mu": 7,
+    "threshold": 0.95,
+    "lambda_u": 1.0,
+    "T": 1.0,
+    "lr": 0.03,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "warmup": 0,
+    "ema_decay": 0.999,
+    "epochs": 1024,
+    "eval_step": 1024,
+    "label_seed": 1,
+    "labels": (250, 1000, 4000),
+    "unlabelled": "all",
+    "pos": "post",
+    "crop": "neither",
+    "cn_prob": 0.5,
+    "active_num": 1,
+}
+_SEMISUP_QUICK: dict[str, Any] = {
+    "VARIANTS": ["wa", "wa_cn_all", "wa_cn_unlabelled", "ra", "ra_cn_all", "ra_cn_unlabelled"],
+    "LABELS": [250],
+    "SEEDS": [0],
+    "EPOCHS": 3,
+    "EVAL_STEP": 100,
+    "BATCH_SIZE": 16,
+    "MU": 3,
+    "EMA_DECAY": 0.99,
+    "TEST_SUBSET": 200,
+    "MODEL_KWARGS": {"depth": 16, "widen_factor": 1},
+}
+
+#: ImageNet (Table 2, Tables 16-19), the paper's names: §4.1 and the released ``imagenet.py`` /
+#: ``imagenet-scripts``: 90 epochs, global batch 256, lr 0.1 x batch/256 divided by 10 at epochs 30
+#: and 60, SGD momentum 0.9 (no Nesterov), weight decay 1e-4, CN on the input with probability 0.5.
+IMAGENET_SETTING: dict[str, Any] = {
+    "epochs": 90,
+    "batch_size": 256,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "milestones": (30, 60),
+    "image_size": 224,
+    "cn_prob": 0.5,
+    "active_num": 1,
+    "consist_wt": 10.0,
+    "jsd_wt": 12.0,
+    "amp": True,
+    "channels_last": True,
+    "sync_bn": False,
+    "workers": 8,
+    "eval_batch_size": 250,
+    "layers": (3, 4, 6, 3),
+    "width": 64,
+    "pretrained": "",
+}
+_IMAGENET_C_QUICK: dict[str, Any] = {
+    "METHODS": ["basic", "sn", "cn", "sncn"],
+    "SEED": 0,
+    "EPOCHS": 6,
+    "BATCH_SIZE": 64,
+    "IMAGE_SIZE": 48,
+    "LAYERS": [3, 4, 6, 3],
+    "WIDTH": 8,
+    "TRAIN_PER_CLASS": 500,
+    "VAL_PER_CLASS": 50,
+    "C_SUBSET": 100,
+    "SAMPLE_C": 30,
+    "DATA_DIR": "",
+    "EVALUATION": "generated",
+}
+
 #: notebook stem -> profile -> parameter overrides. ``smoke`` has none by definition: it is what
 #: the notebook itself says.
 NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
+    "03_imagenet_c": {
+        # ResNet-50's depth at width 8 (planes 8-64) and 48 px on an ImageNet-format folder made
+        # from CIFAR-10 (5,000 training images, 6 epochs), 4 methods, corruptions (224-px table)
+        # on 100 validation crops, ImageNet-C generated from 30 ImageNet sample images.
+        "quick": _IMAGENET_C_QUICK,
+        # The paper: ImageNet in <data root>/imagenet, ImageNet-C in <data root>/ImageNet-C. Train
+        # with torchrun first (see sncn.experiments.imagenet_c); the notebook reads the runs.
+        "paper": {
+            **_IMAGENET_C_QUICK,
+            "METHODS": [
+                "basic",
+                "sn",
+                "cn",
+                "sncn",
+                "sncn_crop",
+                "sncn_consistency",
+                "augmix",
+                "ibn_a",
+                "ibn_a_cn",
+                "ibn_a_cn_cr",
+                "ibn_a_cn_augmix",
+                "ibn_b",
+                "ibn_b_sn",
+                "ibn_b_sn_augmix",
+                "ibn_b_sncn_augmix",
+                "sn_identity",
+                "sn_pre",
+                "sn_residual",
+                "sn_post",
+                "cn_identity",
+                "cn_pre",
+                "cn_residual",
+                "cn_post",
+            ],
+            "EPOCHS": 90,
+            "BATCH_SIZE": 256,
+            "IMAGE_SIZE": 224,
+            "WIDTH": 64,
+            "TRAIN_PER_CLASS": 0,
+            "VAL_PER_CLASS": 0,
+            "C_SUBSET": 0,
+            "SAMPLE_C": 1000,
+            "DATA_DIR": "imagenet",
+            "EVALUATION": "auto",
+        },
+    },
     "01_cifar_c": {
         # WRN-40-2 on CIFAR-10, 4 methods, on a 2-core CPU in about 25 minutes: one pass over
         # 32,000 training images (250 steps of 128; WRN-40-2 does ~100 images/s there) and 200
@@ -155,6 +287,97 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "TEST_SUBSET": 0,
             "MODEL_KWARGS": {},
         },
+    },
+    "04_semisupervised": {
+        # FixMatch (WA, RA) with and without CN at 250 labels on a 2-core CPU in under 10
+        # minutes: WRN-16-1, 300 steps of 16 labelled + 48 unlabelled images, EMA 0.99 (0.999
+        # would still mostly hold the initial weights after 300 steps), 200 test images per
+        # corruption and severity.
+        "quick": _SEMISUP_QUICK,
+        # The paper: WRN-28-2, 1,024 epochs of 1,024 steps, B = 64, mu = 7, EMA 0.999, all test
+        # images, 250 / 1,000 / 4,000 labels. Days per run on a GPU: checkpointed every epoch.
+        "paper": {
+            **_SEMISUP_QUICK,
+            "LABELS": [250, 1000, 4000],
+            "EPOCHS": 1024,
+            "EVAL_STEP": 1024,
+            "BATCH_SIZE": 64,
+            "MU": 7,
+            "EMA_DECAY": 0.999,
+            "TEST_SUBSET": 0,
+            "MODEL_KWARGS": {},
+        },
+    },
+}
+
+#: GTA5 -> Cityscapes segmentation (§4.2, Tables 3 and 20): the paper's text (FCN-ResNet50,
+#: 80 epochs, batch 16, ImageNet initialisation, random scale/flip/rotation/crop 713 x 713,
+#: 2-instance CrossNorm with style crop) and, where the text is silent, its released configuration
+#: (``segmentation/config/gtav/gtav_fcn50_sncn.yaml``): base lr 0.01 (heads x10), poly power
+#: 0.9, momentum 0.9, weight decay 1e-4, auxiliary loss 0.4, scale 0.5-2, rotation +-10 degrees,
+#: CN on in half of the steps (``mix_prob``) with one unit (``active_num``), box threshold 0.1.
+#: ``eval_window``: 713-pixel sliding window (0 = whole images). ``backbone_weights``: a local
+#: ImageNet ResNet-50 state dict ("" = from scratch, since nothing is downloaded).
+SEGMENTATION: dict[str, Any] = {
+    "epochs": 80,
+    "batch_size": 16,
+    "lr": 0.01,
+    "head_lr_mult": 10.0,
+    "power": 0.9,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "aux_weight": 0.4,
+    "crop_size": 713,
+    "scale": (0.5, 2.0),
+    "rotate": (-10.0, 10.0),
+    "cn_prob": 0.5,
+    "active_num": 1,
+    "instances": 2,
+    "beta": 1.0,
+    "threshold": 0.1,
+    "image_cn": True,
+    "depth": 50,
+    "width": 64,
+    "eval_window": 713,
+    "backbone_weights": "",
+}
+
+_SEGMENTATION_QUICK: dict[str, Any] = {
+    "DATASET": "proxy",
+    "METHODS": ["baseline", "sn", "cn", "cn_crop", "sncn", "sncn_crop"],
+    "SEEDS": [0],
+    "EPOCHS": 8,
+    "BATCH_SIZE": 16,
+    "LR": 0.01,
+    "CROP_SIZE": 64,
+    "IMAGE_SIZE": [64, 128],
+    "TRAIN_IMAGES": 1024,
+    "TEST_IMAGES": 100,
+    "DEPTH": 14,
+    "WIDTH": 16,
+    "CN_PROB": 0.5,
+    "ACTIVE_NUM": 1,
+    "EVAL_WINDOW": 0,
+    "BACKBONE_WEIGHTS": "",
+}
+NOTEBOOKS["05_segmentation"] = {
+    # The proxy (generated street scenes), six small FCNs (ResNet-14 of bottlenecks, width 16),
+    # 8 epochs of 1,024 scenes, on a 2-core CPU within 10 minutes. A test of the style gap, not
+    # of GTA5 -> Cityscapes.
+    "quick": _SEGMENTATION_QUICK,
+    # The paper: GTA5's quarter -> Cityscapes val, FCN-ResNet50, 80 epochs, batch 16, 713 crops,
+    # sliding-window evaluation (frames kept at 1052 x 1914, GTA5's size; see the notebook).
+    "paper": {
+        **_SEGMENTATION_QUICK,
+        "DATASET": "gta5",
+        "EPOCHS": 80,
+        "CROP_SIZE": 713,
+        "IMAGE_SIZE": [1052, 1914],
+        "TRAIN_IMAGES": 0,
+        "TEST_IMAGES": 0,
+        "DEPTH": 50,
+        "WIDTH": 64,
+        "EVAL_WINDOW": 713,
     },
 }
 

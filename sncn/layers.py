@@ -34,8 +34,10 @@ __all__ = [
     "StyleLayer",
     "activate_crossnorm",
     "crossnorm",
+    "crossnorm_groups",
     "crossnorm_step",
     "deactivate_crossnorm",
+    "grouped_partner",
     "instance_stats",
     "random_partner",
     "sample_box",
@@ -464,6 +466,33 @@ def random_partner(n: int, generator: torch.Generator | None = None) -> Tensor:
     return partner
 
 
+def grouped_partner(groups: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A random pairing within each group: items are only paired with items of their own group.
+
+    Each group id ``k >= 0`` with at least two members gets its own :func:`random_partner` (drawn
+    in increasing order of ``k``); an item whose id is negative, or which is alone in its group,
+    is its own partner.
+
+    Args:
+        groups: ``(n,)`` integer group ids (e.g. 0 for the labelled and 1 for the unlabelled part
+            of a batch; -1 for items to leave alone).
+        generator: CPU torch generator (default: torch's global one).
+
+    Returns:
+        ``(n,)`` int64 CPU tensor of partner indices.
+    """
+    if not isinstance(groups, Tensor) or groups.dim() != 1 or groups.is_floating_point():
+        what = f"{groups.dtype} {tuple(groups.shape)}" if isinstance(groups, Tensor) else groups
+        raise ValueError(f"groups must be a 1-d integer tensor of group ids, got {what}.")
+    groups = groups.cpu()
+    partner = torch.arange(len(groups))
+    for k in torch.unique(groups[groups >= 0]).tolist():
+        members = torch.nonzero(groups == k).flatten()
+        if len(members) >= 2:
+            partner[members] = members[random_partner(len(members), generator)]
+    return partner
+
+
 def sample_box(
     size: Sequence[int],
     beta: float = 1.0,
@@ -516,6 +545,7 @@ def crossnorm(
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Exchange channel-wise statistics between feature maps (always applied; see CrossNorm).
 
@@ -539,6 +569,11 @@ def crossnorm(
         generator: CPU torch generator for the pairing and boxes (default: the global one).
         mask: optional bool ``(N, *spatial)``, True at real positions (padded sequences): the
             statistics exclude the rest, which pass through unchanged. Only with ``crop="neither"``.
+        groups: optional ``(N,)`` integer group ids of the samples: 2-instance CrossNorm then
+            pairs samples only within their group (:func:`grouped_partner`), e.g. the labelled
+            and the unlabelled parts of a semi-supervised batch. Samples with a negative id (and,
+            for 2 instances, samples alone in their group) pass through unchanged. None: one
+            group, as in the paper.
 
     Returns:
         Tensor of ``x``'s shape and dtype. Gradients flow to ``x`` through both the standardised
@@ -559,7 +594,16 @@ def crossnorm(
         raise ValueError("1-instance CrossNorm pairs channels and needs C >= 2, got C=1.")
     if mask is not None and crop != "neither":
         raise ValueError(f"a mask works with crop='neither' only, got crop={crop!r}.")
-    partner = random_partner(n if instances == 2 else c, generator).to(x.device)
+    keep = None  # (N, 1): True for samples left unchanged (negative group id)
+    if groups is not None:
+        if not isinstance(groups, Tensor) or tuple(groups.shape) != (n,):
+            shape = tuple(groups.shape) if isinstance(groups, Tensor) else type(groups).__name__
+            raise ValueError(f"groups must have shape (N,) = ({n},), got {shape}.")
+        keep = (groups < 0).to(x.device)[:, None]
+    if instances == 2 and groups is not None:
+        partner = grouped_partner(groups, generator).to(x.device)
+    else:
+        partner = random_partner(n if instances == 2 else c, generator).to(x.device)
     spatial = x.shape[2:]
     lead = (slice(None), slice(None))
 
@@ -581,6 +625,9 @@ def crossnorm(
             mean_b, std_b = mean_b[:, partner], std_b[:, partner]
         scale = std_b / std_a  # Eq. 3 as x * scale + shift
         shift = mean_b - mean_a * scale
+        if keep is not None:  # excluded samples: the identity (scale 1, shift 0)
+            scale = torch.where(keep, torch.ones_like(scale), scale)
+            shift = torch.where(keep, torch.zeros_like(shift), shift)
         if lam is not None:
             return lam + (1 - lam) * scale, (1 - lam) * shift
         return scale, shift
@@ -638,7 +685,8 @@ class CrossNorm(StyleLayer):
         instances, crop, beta, threshold, lam, eps: see :func:`crossnorm`.
 
     Randomness (pairing, boxes) comes from torch's global generator: seed it once per run
-    (:func:`sncn.utils.seed_everything`).
+    (:func:`sncn.utils.seed_everything`). Which samples may be paired (``groups`` of
+    :func:`crossnorm`) is set from outside with :func:`crossnorm_groups` (default: all together).
 
     Reference:
         Section 3 and 3.1 of the paper, Eq. 3-6.
@@ -665,13 +713,15 @@ class CrossNorm(StyleLayer):
         self.threshold = threshold
         self.lam = lam
         self.eps = eps
+        self.groups: Tensor | None = None  # set from outside: crossnorm_groups
 
     def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Apply CrossNorm to ``x`` ``(N, C, ...)`` (``mask``: see :func:`crossnorm`)."""
+        """Apply CrossNorm to ``x`` ``(N, C, ...)`` (``mask``, ``groups``: see crossnorm)."""
         _check_features(x, self.num_channels, "CrossNorm")
         return crossnorm(
-            x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps, mask=mask
-        )
+            x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps,
+            mask=mask, groups=self.groups,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
@@ -842,3 +892,30 @@ def crossnorm_step(
         yield activate_crossnorm(model, cn_prob, active_num, generator)
     finally:
         deactivate_crossnorm(model)
+
+
+@contextlib.contextmanager
+def crossnorm_groups(model: nn.Module, groups: Tensor | None) -> Iterator[None]:
+    """Context manager: every CrossNorm of ``model`` pairs samples only within their group.
+
+    Sets the ``groups`` of each :class:`CrossNorm` layer (see :func:`crossnorm`) for the forward
+    passes inside and restores the previous value on exit; switching the layers on is separate
+    (:func:`crossnorm_step`). Example, a semi-supervised batch ``cat(labelled, unlabelled)``::
+
+        groups = torch.cat([torch.zeros(n_l), torch.ones(n_u)]).long()  # -1: left alone
+        with crossnorm_step(model, 1.0, 1), crossnorm_groups(model, groups):
+            logits = model(torch.cat([x_l, x_u]))
+
+    Args:
+        model: a model containing CrossNorm layers.
+        groups: ``(N,)`` integer group ids of the batch's samples, or None (one group).
+    """
+    layers = [m for m in model.modules() if isinstance(m, CrossNorm)]
+    previous = [layer.groups for layer in layers]
+    try:
+        for layer in layers:
+            layer.groups = groups
+        yield
+    finally:
+        for layer, value in zip(layers, previous, strict=True):
+            layer.groups = value

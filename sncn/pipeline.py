@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def run_pipeline(
         print(f"no notebooks to run in {notebooks_dir} (profile {profile}).")
         return 0
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    # kernels inherit this: progress bars refresh every 10 s, so executed copies stay small
+    os.environ.setdefault("TQDM_MININTERVAL", "10")
     done_dir = out / ".done"
     done_dir.mkdir(exist_ok=True)
 

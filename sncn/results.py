@@ -11,6 +11,7 @@ Notebooks share state only through these files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +32,27 @@ def _atomic_write(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # run folders
 # ---------------------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for what ``json`` does not know: sets as sorted lists, anything else (paths) as text."""
+    return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+
+
+def run_name(*parts: str, seed: int, config: Any) -> str:
+    """``<part>-...-<digest>-seed<k>``, where the digest covers ``config`` (the resolved setting
+    and the data/budget it trains on), so runs are shared exactly when they would train the same
+    thing and a changed setting never reads back a stale run.
+
+    Args:
+        parts: readable name parts (dataset, model, method, ...).
+        seed: the run's seed.
+        config: JSON-serialisable description of everything that changes the result (tuples and
+            sets are written as lists, paths as text).
+    """
+    text = json.dumps(config, sort_keys=True, default=_json_default)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return "-".join([*parts, digest, f"seed{seed}"])
 
 
 def run_dir(results: str | os.PathLike, name: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -67,4 +68,15 @@ def test_paper_tables_agree():
     )
     assert (
         results.paper_value(results.TABLE1, results.TABLE1_METHODS, "svhn", "wrn", "SNCN") is None
+    )
+
+
+def test_run_name_digest_covers_the_config():
+    name = results.run_name("cifar10", "wrn", "cn", seed=3, config={"lr": 0.1, "crop": (1, 2)})
+    assert re.fullmatch(r"cifar10-wrn-cn-[0-9a-f]{8}-seed3", name)
+    assert name == results.run_name(
+        "cifar10", "wrn", "cn", seed=3, config={"crop": [1, 2], "lr": 0.1}
+    )
+    assert name != results.run_name(
+        "cifar10", "wrn", "cn", seed=3, config={"lr": 0.2, "crop": (1, 2)}
     )

@@ -151,12 +151,15 @@ def test_run_writes_a_run_folder_and_reads_it_back(tmp_path):
     data = _tiny_data()
     overrides = {"epochs": 2, "batch_size": 16, "num_filters": 4, "lr": 1e-2}
     metrics = sentiment.run("sncn", tmp_path, data, overrides=overrides, progress=False)
-    folder = tmp_path / "runs" / "imdb-sst2-textcnn-sncn-seed0"
+    (folder,) = (tmp_path / "runs").glob("imdb-sst2-textcnn-sncn-*-seed0")
     assert results.is_done(folder) and len(metrics["history"]) == 2
     assert 0 <= metrics["source_acc"] <= 100 and "target_acc" in metrics["history"][0]
     params = json.loads((folder / "params.json").read_text())
     assert params["cn_prob"] == 0.5 and params["method"] == "sncn"
-    assert sentiment.run("sncn", tmp_path, None, overrides=overrides) == metrics  # read back
+    (folder / "checkpoint.pt").unlink()  # read back from metrics.json, not retrained
+    assert sentiment.run("sncn", tmp_path, data, overrides=overrides) == metrics
+    other = sentiment.run("sncn", tmp_path, data, overrides={**overrides, "epochs": 1})
+    assert len(other["history"]) == 1  # a changed setting is a new run, never a stale one
     base = sentiment.run("baseline", tmp_path, data, overrides=overrides, progress=False)
     assert base["target_acc"] >= 0
     with pytest.raises(ValueError, match="unknown setting"):

@@ -87,3 +87,46 @@ def augmix_loader(
         generator=generator,
         persistent_workers=False,
     )
+
+
+class ImageAugMixViews(Dataset):
+    """AugMix views of an image dataset (ImageNet layout): ``((clean, aug1, aug2), label)``.
+
+    Each item of ``dataset`` (a PIL image and a label, e.g. ``torchvision.datasets.ImageFolder``
+    without a transform) is first geometrically augmented (``geometry``, e.g.
+    ``RandomResizedCrop(224)`` + flip); the clean view and two AugMix views are then turned into
+    normalised tensors by ``preprocess``. Settings of the paper's released ``imagenet.py`` (its
+    ``AugMixDataset``): severity 1, width 3, random depth, ``all_ops=False``.
+
+    Args:
+        dataset: items ``(PIL image, label)``.
+        geometry: PIL -> PIL augmentation applied once per item, before the views.
+        preprocess: PIL -> normalised tensor.
+        severity, mixture_width, chain_depth, alpha, all_ops: torchvision ``AugMix`` settings.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        geometry,
+        preprocess,
+        *,
+        severity: int = 1,
+        mixture_width: int = 3,
+        chain_depth: int = -1,
+        alpha: float = 1.0,
+        all_ops: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.geometry = geometry
+        self.preprocess = preprocess
+        self.augmix = transforms.AugMix(severity, mixture_width, chain_depth, alpha, all_ops)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[tuple[Tensor, Tensor, Tensor], int]:
+        image, label = self.dataset[index]
+        image = self.geometry(image)
+        views = (image, self.augmix(image), self.augmix(image))
+        return tuple(self.preprocess(v) for v in views), label

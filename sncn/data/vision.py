@@ -511,6 +511,7 @@ def random_crop_flip(
     *,
     padding: int = 4,
     flip_prob: float = 0.5,
+    padding_mode: str = "constant",
 ) -> Tensor:
     """Random crop with zero padding and random horizontal flip of a whole batch at once.
 
@@ -525,10 +526,14 @@ def random_crop_flip(
         generator: source of all randomness; on the CPU or on ``images``' device.
         padding: zero padding on each side, in pixels.
         flip_prob: probability of a horizontal flip.
+        padding_mode: ``"constant"`` (zeros, as above) or ``"reflect"`` (mirrored borders without
+            repeating the edge, torchvision's ``padding_mode="reflect"``: FixMatch's crop).
 
     Returns:
         ``(N, C, H, W)``, same dtype and device as ``images``.
     """
+    if padding_mode not in ("constant", "reflect"):
+        raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}.")
     n, _, h, w = images.shape
     device = images.device
     # (2, N) offsets in [0, 2p] and (N,) flips, drawn on the generator's device
@@ -536,7 +541,17 @@ def random_crop_flip(
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=gen_device)
     flips = torch.rand(n, generator=generator, device=gen_device) < flip_prob
     offsets, flips = offsets.to(device), flips.to(device)
-    padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H+2p, W+2p), zeros
+    if padding_mode == "reflect":  # (N, C, H+2p, W+2p): index maps, any dtype
+        if padding >= min(h, w):
+            raise ValueError(f"reflect padding {padding} must be smaller than the image {h}x{w}.")
+
+        def mirror(size: int) -> Tensor:
+            index = torch.arange(-padding, size + padding, device=device).abs()
+            return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+        padded = images[:, :, mirror(h)][:, :, :, mirror(w)]
+    else:
+        padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H+2p, W+2p), zeros
     rows = offsets[0, :, None] + torch.arange(h, device=device)  # (N, H)
     cols = offsets[1, :, None] + torch.arange(w, device=device)  # (N, W)
     cols = torch.where(flips[:, None], cols.flip(1), cols)  # mirrored read order

@@ -8,8 +8,6 @@ error and the error on each of the 15 corruptions x 5 severities, and write a ru
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -123,11 +121,10 @@ def corruption_errors(
 def run_name(
     dataset: str, backbone: str, method: str, seed: int, setting: dict, budget: dict
 ) -> str:
-    """``<dataset>-<backbone>-<method>-<digest>-seed<k>``: the digest covers the resolved setting
-    and the budget, so runs are shared exactly when they would train the same thing."""
-    text = json.dumps({"setting": setting, "budget": budget}, sort_keys=True, default=list)
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return f"{dataset}-{backbone}-{method}-{digest}-seed{seed}"
+    """``<dataset>-<backbone>-<method>-<digest>-seed<k>`` (:func:`sncn.results.run_name`; the
+    digest covers the resolved setting and the budget)."""
+    config = {"setting": setting, "budget": budget}
+    return results.run_name(dataset, backbone, method, seed=seed, config=config)
 
 
 def apply_overrides(setting: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

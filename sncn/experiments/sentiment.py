@@ -206,13 +206,16 @@ def run(
     unknown = set(overrides or {}) - set(SETTING)
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(SETTING)}.")
-    name = f"imdb-sst2-textcnn-{method}{'-' + variant if variant else ''}-seed{seed}"
-    folder = results.run_dir(results_dir, name)
-    if results.is_done(folder):
-        return results.load_metrics(folder)
     setting = {**SETTING, **(overrides or {})}
     if METHODS.get(method) is None or "cn" not in METHODS[method]:
         setting["cn_prob"] = 0.0  # no CrossNorm unit to switch
+    # the data's sizes, vocabulary and GloVe coverage (not its machine-dependent paths)
+    made = {k: v for k, v in data.info.items() if isinstance(v, (int, float))}
+    parts = ["imdb", "sst2", "textcnn", method] + ([variant] if variant else [])
+    name = results.run_name(*parts, seed=seed, config={"setting": setting, "data": made})
+    folder = results.run_dir(results_dir, name)
+    if results.is_done(folder):
+        return results.load_metrics(folder)
     dev = _device(device)
     torch.manual_seed(seed)
     model = build_model(method, data, setting).to(dev)

@@ -111,6 +111,13 @@ class SqueezeExcitation(nn.Module):
         return f"{self.num_channels}, hidden={self.fc1.out_features}"
 
 
+def unit_module_ids(model: nn.Module) -> set[int]:
+    """``id`` of every module inside an SN/CN (``CNSN``) or SE unit of ``model``: what a
+    backbone's weight initialisation leaves alone (the units initialise themselves)."""
+    units = (m for m in model.modules() if isinstance(m, (CNSN, SqueezeExcitation)))
+    return {id(m) for unit in units for m in unit.modules()}
+
+
 @dataclass(frozen=True)
 class UnitSpec:
     """Which unit goes into the cells of a CIFAR model, in which stages, with which settings.
@@ -229,12 +236,7 @@ class _CifarNet(nn.Module):
 
     def _init_backbone(self, kaiming_linear: bool = False) -> None:
         """AugMix's initialisation of the backbone; units keep their own."""
-        inside_units = {
-            id(m)
-            for unit in self.modules()
-            if isinstance(unit, (CNSN, SqueezeExcitation))
-            for m in unit.modules()
-        }
+        inside_units = unit_module_ids(self)
         for m in self.modules():
             if id(m) in inside_units:
                 continue

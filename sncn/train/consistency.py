@@ -86,3 +86,28 @@ class AugMixTrainer(Trainer):
             loss = loss + self.consist_wt * consistency
             logs["consistency"] = float(consistency.detach())
         return loss, logs
+
+
+class ImageCrossNormAugMixTrainer(AugMixTrainer):
+    """AugMix (JSD weight 12) with CrossNorm on the stacked views: the paper's ImageNet recipe.
+
+    With probability ``cn_prob`` the three views go through the model together with
+    ``active_num`` CrossNorm layers on (for ``image_cn`` models: CrossNorm on the input batch of
+    all three views, pairing across them), otherwise with none; the loss is the clean
+    cross-entropy plus ``jsd_wt`` times the JSD of the three outputs. There is no separate CN
+    consistency term, unlike :class:`AugMixTrainer` (released ``train_cn_image_augmix``).
+    """
+
+    def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+        views, y = batch
+        if len(views) != 3:
+            raise ValueError(
+                f"expects batches ((clean, aug1, aug2), labels), got {len(views)} views; wrap the "
+                "dataset in sncn.data.augmix.ImageAugMixViews."
+            )
+        views = [self._to_device(v) for v in views]
+        y = self._to_device(y)
+        logits = self.forward_cn(torch.cat(views), self._cn_on()).split(views[0].shape[0])
+        ce = F.cross_entropy(logits[0], y)
+        jsd = jsd_consistency(logits)
+        return ce + self.jsd_wt * jsd, {"ce": float(ce.detach()), "jsd": float(jsd.detach())}

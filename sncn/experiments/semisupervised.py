@@ -1,0 +1,313 @@
+"""Semi-supervised CIFAR-10: FixMatch with and without CrossNorm (Figure 4 of the paper).
+
+What ``notebooks/04_semisupervised.ipynb`` calls. One run = FixMatch (:mod:`sncn.train.fixmatch`)
+on CIFAR-10 with ``labels`` labelled images drawn per class, then the clean test error and the
+CIFAR-10-C errors (15 corruptions x 5 severities, :mod:`sncn.experiments.cifar_c`) of the EMA
+model, written to a run folder (:mod:`sncn.results`). Finished runs are read back, unfinished ones
+resume from their last epoch's checkpoint (:func:`sncn.train.fit`; an epoch is ``eval_step``
+steps).
+
+Variants (:data:`VARIANTS`): FixMatch with RandAugment (``ra``) or weak augmentation only
+(``wa``: the strong view is a second weak one), each plain, with CN on all images
+(``*_cn_all``: labelled and unlabelled images paired separately) or on the unlabelled images only
+(``*_cn_unlabelled``). The paper applies CN "to all data or only the unlabeled and choose[s] the
+better one"; it does not say by which measure, so the figure takes the CN variant with the lower
+clean error, and the table shows both.
+
+Settings: :data:`sncn.hparams.FIXMATCH`. Deviations from the implementation the paper used: the
+WRN is the project's (AugMix's WRN with ReLU and BatchNorm momentum 0.1, not FixMatch's leaky
+ReLU 0.1 and momentum 0.001), images are normalised with the project's mean and std (0.5), and
+the RandAugment operations are torchvision's (see :mod:`sncn.data.semisup`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sncn import results
+from sncn.data.semisup import SemiSupervisedBatches, split_labelled
+from sncn.data.vision import load_cifar
+from sncn.experiments.cifar_c import (
+    corrupted_test_set,
+    corruption_errors,
+    evaluate_error,
+    subset,
+)
+from sncn.hparams import FIXMATCH
+from sncn.metrics import cifar_mce
+from sncn.models import create_model
+from sncn.train import fit
+from sncn.train.fixmatch import FixMatchTrainer, fixmatch_schedule, fixmatch_sgd
+
+#: variant -> (strong augmentation "ra" | "wa", CrossNorm data None | "all" | "unlabelled")
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "wa": ("wa", None),
+    "wa_cn_all": ("wa", "all"),
+    "wa_cn_unlabelled": ("wa", "unlabelled"),
+    "ra": ("ra", None),
+    "ra_cn_all": ("ra", "all"),
+    "ra_cn_unlabelled": ("ra", "unlabelled"),
+}
+
+#: What the text of Figure 4 gives (the figure itself is a plot; its points cannot be read from
+#: the text). In the order the extracted text lists them, per panel.
+PAPER_FIGURE4: list[dict[str, str]] = [
+    {"panel": "WA (left)", "what": "label counts in the legend (the text says 250 and 4,000)",
+     "paper": "250, 1000"},
+    {"panel": "WA (left)", "what": "axis ticks (clean error / corruption error, %)",
+     "paper": "12-18 and 50-58 (which axis is which is lost in the text)"},
+    {"panel": "WA (left)", "what": "numbers annotating the arrows (%)", "paper": "6.4, 6.3"},
+    {"panel": "RA (right)", "what": "clean error axis (%)", "paper": "5-11"},
+    {"panel": "RA (right)", "what": "corruption error axis (%)", "paper": "12-24"},
+    {"panel": "RA (right)", "what": "numbers annotating the arrows (%)",
+     "paper": "6.5, 4.3, 0.9, 3.5"},
+    {"panel": "RA (right)", "what": "text (§4.1)",
+     "paper": "'with the help of CrossNorm, training with 250 labels even has 3% lower "
+              "corruption error than with 1000 labels'"},
+]  # fmt: skip
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def check_variant(variant: str) -> tuple[str, str | None]:
+    """``(strong, cn_data)`` of ``variant``, or a ValueError listing the variants."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {tuple(VARIANTS)}.")
+    return VARIANTS[variant]
+
+
+def resolve_setting(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`sncn.hparams.FIXMATCH` with ``overrides`` (only known keys)."""
+    unknown = set(overrides or {}) - set(FIXMATCH)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(FIXMATCH)}.")
+    return {**FIXMATCH, **(overrides or {})}
+
+
+def build_model(variant: str, setting: dict[str, Any], **model_kwargs: Any) -> torch.nn.Module:
+    """The WRN of ``variant``: CN units after every block for the CN variants, plain otherwise."""
+    _, cn_data = check_variant(variant)
+    kwargs: dict[str, Any] = {"depth": setting["depth"], "widen_factor": setting["widen_factor"]}
+    if cn_data is not None:
+        kwargs.update(cnsn_type="cn", pos=setting["pos"], crop=setting["crop"])
+    return create_model(setting["arch"], num_classes=10, **{**kwargs, **model_kwargs})
+
+
+def run_name(variant: str, labels: int, seed: int, setting: dict, budget: dict) -> str:
+    """``cifar10-fixmatch-<variant>-<labels>labels-<digest>-seed<k>`` (digest: setting, budget)."""
+    config = {"setting": setting, "budget": budget}
+    return results.run_name(
+        "cifar10", "fixmatch", variant, f"{labels}labels", seed=seed, config=config
+    )
+
+
+def run(
+    variant: str,
+    labels: int,
+    results_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    test_subset: int = 0,
+    device: str | None = None,
+    root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train FixMatch ``variant`` with ``labels`` labels; evaluate the EMA model on CIFAR-10(-C).
+
+    Args:
+        variant: a key of :data:`VARIANTS`.
+        labels: labelled images, a multiple of 10 (drawn per class with ``label_seed``).
+        results_dir: the profile's results folder; the run goes to ``runs/<name>``.
+        seed: the run's seed (initialisation, batch order, augmentation, CN draws); the labelled
+            subset depends on ``label_seed`` only.
+        overrides: changes to :data:`sncn.hparams.FIXMATCH` (e.g. ``{"epochs": 2, "mu": 3}``).
+        model_kwargs: extra ``create_model`` kwargs (e.g. ``{"depth": 10, "widen_factor": 1}``).
+        test_subset: test images, class-balanced, for the clean error and per corruption and
+            severity (0: all 10,000).
+        device: ``cuda`` or ``cpu`` (default: CUDA when available).
+        root: data root (default :func:`sncn.data.data_root`).
+        progress: progress bars.
+
+    Returns:
+        ``clean_error``, ``mce`` (mean corruption error, %), ``errors`` ({corruption: 5 errors}),
+        ``cifar_c`` ("official" or "generated"), ``history`` (per epoch: losses, mask rate,
+        pseudo-label accuracy, clean test error), ``steps``, ``train_seconds``.
+    """
+    strong, cn_data = check_variant(variant)
+    setting = resolve_setting(overrides)
+    budget = {"test_subset": test_subset, "model_kwargs": model_kwargs or {}, "labels": labels,
+              "variant": variant}  # fmt: skip
+    folder = results.run_dir(results_dir, run_name(variant, labels, seed, setting, budget))
+    if results.is_done(folder):
+        return results.load_metrics(folder)
+    dev = _device(device)
+    train_x, train_y = load_cifar("cifar10", "train", root)
+    labelled, unlabelled = split_labelled(
+        train_y, labels, setting["label_seed"], setting["unlabelled"]
+    )
+    test_x, test_y = subset(*load_cifar("cifar10", "test", root), test_subset or None, 0)
+    c_folder, source = corrupted_test_set("cifar10", test_subset or None, root)
+
+    torch.manual_seed(seed)
+    model = build_model(variant, setting, **(model_kwargs or {})).to(dev)
+    steps = setting["epochs"] * setting["eval_step"]
+    optimizer = fixmatch_sgd(
+        model, setting["lr"], setting["momentum"], setting["weight_decay"], setting["nesterov"]
+    )
+    trainer = FixMatchTrainer(
+        model,
+        optimizer,
+        fixmatch_schedule(optimizer, steps, setting["warmup"]),
+        threshold=setting["threshold"],
+        lambda_u=setting["lambda_u"],
+        temperature=setting["T"],
+        ema_decay=setting["ema_decay"],
+        cn_data=cn_data or "all",
+        cn_prob=setting["cn_prob"] if cn_data else 0.0,
+        active_num=setting["active_num"],
+        amp=dev.type == "cuda",
+        channels_last=dev.type == "cuda",
+        device=dev,
+    )
+
+    def batches(epoch: int, generator: torch.Generator) -> Iterable:
+        return SemiSupervisedBatches(
+            (train_x[labelled], train_y[labelled]),
+            (train_x[unlabelled], train_y[unlabelled]),
+            setting["batch_size"], setting["mu"], setting["eval_step"], generator, strong, dev,
+        )  # fmt: skip
+
+    def evaluate(t: FixMatchTrainer) -> dict[str, float]:
+        return {"test_error": evaluate_error(t, test_x, test_y)}
+
+    start = time.perf_counter()
+    history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
+                  progress=progress, description=folder.name)  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    errors = corruption_errors(trainer, c_folder, test_subset or None)
+    metrics = {
+        "clean_error": evaluate_error(trainer, test_x, test_y),
+        "mce": cifar_mce(errors),
+        "errors": errors,
+        "cifar_c": source,
+        "history": history,
+        "steps": steps,
+        "train_seconds": train_seconds,
+    }
+    params = {"variant": variant, "strong": strong, "cn_data": cn_data, "labels": labels,
+              "seed": seed, "labelled_images": len(labelled), "unlabelled_images": len(unlabelled),
+              "test_images": len(test_y), "device": str(dev), **setting,
+              "model_kwargs": model_kwargs or {}}  # fmt: skip
+    results.save_run(folder, params, metrics)
+    return metrics
+
+
+def run_grid(
+    variants: Sequence[str],
+    labels: Sequence[int],
+    seeds: Sequence[int],
+    results_dir: str | os.PathLike,
+    **kwargs: Any,
+) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """:func:`run` for every variant, label count and seed; ``kwargs`` go to :func:`run`.
+
+    Returns:
+        ``(variant, labels, [metrics per seed])``, for :func:`table_rows` and :func:`figure`.
+    """
+    for v in variants:
+        check_variant(v)
+    return [(v, n, [run(v, n, results_dir, seed=s, **kwargs) for s in seeds])
+            for n in labels for v in variants]  # fmt: skip
+
+
+def _mean(runs: Sequence[dict[str, Any]], key: str) -> float:
+    return float(np.mean([m[key] for m in runs]))
+
+
+def _plain(variant: str) -> str:
+    return VARIANTS[variant][0]
+
+
+def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> list[dict]:
+    """Rows of the Figure 4 table: clean error and mean corruption error (mean over seeds), and
+    the changes against plain FixMatch with the same augmentation and labels (when it ran)."""
+    plain = {(v, n): seeds for v, n, seeds in runs if VARIANTS[v][1] is None}
+    rows = []
+    for variant, labels, seeds in runs:
+        strong, cn_data = VARIANTS[variant]
+        base = plain.get((_plain(variant), labels))
+        clean, mce = _mean(seeds, "clean_error"), _mean(seeds, "mce")
+        rows.append({
+            "augmentation": strong.upper(), "labels": labels,
+            "method": "FixMatch" if cn_data is None else f"FixMatch + CN ({cn_data})",
+            "seeds": len(seeds),
+            "clean error": clean,
+            "clean change": None if base is None else clean - _mean(base, "clean_error"),
+            "corruption error": mce,
+            "corruption change": None if base is None else mce - _mean(base, "mce"),
+            "steps": seeds[0]["steps"],
+            "CIFAR-10-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
+        })  # fmt: skip
+    return rows
+
+
+def best_cn(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> dict[tuple, str]:
+    """``{(augmentation, labels): CN variant with the lower clean error}`` (the paper's choice
+    between CN on all data and on the unlabelled data; its measure is not stated)."""
+    best: dict[tuple, tuple[float, str]] = {}
+    for variant, labels, seeds in runs:
+        strong, cn_data = VARIANTS[variant]
+        if cn_data is not None:
+            key, clean = (strong, labels), _mean(seeds, "clean_error")
+            if key not in best or clean < best[key][0]:
+                best[key] = (clean, variant)
+    return {k: v for k, (_, v) in best.items()}
+
+
+def figure(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]):
+    """Figure 4: corruption error against clean error, FixMatch -> + CN, WA left and RA right.
+
+    Filled markers: plain FixMatch and the chosen CN variant (:func:`best_cn`), joined by an
+    arrow per label count; hollow: the other CN variant.
+    """
+    import matplotlib.pyplot as plt
+
+    points = {(v, n): (_mean(s, "clean_error"), _mean(s, "mce")) for v, n, s in runs}
+    chosen = best_cn(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, strong in zip(axes, ("wa", "ra"), strict=True):
+        label_counts = sorted({n for v, n, _ in runs if VARIANTS[v][0] == strong})
+        for i, n in enumerate(label_counts):
+            colour = f"C{i}"
+            plain = points.get((strong, n))
+            if plain is not None:
+                ax.scatter(*plain, marker="D", color=colour, label=f"FixMatch, {n} labels")
+            for variant, (s, cn_data) in VARIANTS.items():
+                if s != strong or cn_data is None or (variant, n) not in points:
+                    continue
+                picked = chosen.get((strong, n)) == variant
+                ax.scatter(*points[(variant, n)], marker="o", s=50, color=colour,
+                           facecolors=colour if picked else "none",
+                           label=f"+ CN ({cn_data}), {n} labels")  # fmt: skip
+                if picked and plain is not None:
+                    ax.annotate("", points[(variant, n)], plain,
+                                arrowprops={"arrowstyle": "->", "color": colour})  # fmt: skip
+        ax.set_title(f"FixMatch ({strong.upper()})")
+        ax.set_xlabel("clean error (%)")
+        ax.set_ylabel("corruption error (%)")
+        if label_counts:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,169 @@
+"""The ImageNet-C experiment: methods, paper tables, data folders, training, evaluation paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sncn.data import data_root
+from sncn.experiments import imagenet_c
+from sncn.layers import style_layers
+from sncn.metrics import CORRUPTIONS
+from sncn.train import ImageCrossNormAugMixTrainer
+
+TINY = {
+    "epochs": 1,
+    "batch_size": 8,
+    "image_size": 32,
+    "layers": [1, 1, 1, 1],
+    "width": 4,
+    "workers": 0,
+    "amp": False,
+    "channels_last": False,
+    "eval_batch_size": 16,
+}
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A data root holding links to the project's CIFAR-10, ImageNet sample and frost images."""
+    real = data_root()
+    for name in ("cifar10", "imagenet_sample", "frost"):
+        if not (real / name).exists():
+            pytest.skip(f"{real / name} is missing (lay out the data mirror)")
+        (tmp_path / name).symlink_to(real / name)
+    return tmp_path
+
+
+def tiny_folder(root, per_class=8, side=37):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 4)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+                Image.fromarray(image).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_every_method_builds_with_the_released_settings():
+    setting = {**imagenet_c.SETTING, **TINY}
+    for method, spec in imagenet_c.METHODS.items():
+        model = imagenet_c.build_model(method, 3, setting)
+        cn_layers = [n for n, _ in style_layers(model)]
+        if spec["model"].get("image_cn"):
+            assert "image_cnsn.crossnorm" in cn_layers, method
+        assert spec["trainer"] in ("supervised", "consistency", "augmix")
+    assert imagenet_c.METHODS["ibn_b_sncn_augmix"]["model"]["pos"] == "residual"
+    with pytest.raises(ValueError, match="unknown method"):
+        imagenet_c.check_method("mixup")
+
+
+def test_paper_tables_are_consistent():
+    """Each transcribed Table 2 row's CEs average to its printed mCE (entries are rounded)."""
+    for label, row in imagenet_c.PAPER_TABLE2.items():
+        assert len(row) == 17
+        assert abs(np.mean(row[1:16]) - row[16]) < 0.5, label
+    assert imagenet_c.PAPER_TABLE19["sncn"] == (23.3, imagenet_c.PAPER_TABLE2["SNCN"][16])
+    assert imagenet_c.PAPER_TABLE16["basic"] == (23.9, 80.6)
+    fake = {"errors": {c: [50.0] * 5 for c in CORRUPTIONS}, "clean_error": 30.0}
+    fake.update(ce={c: 60.0 for c in CORRUPTIONS}, mce=60.0)
+    rows = imagenet_c.table2_rows({"sncn": fake})
+    assert rows[0]["source"] == "ours" and rows[0]["mCE"] == 60.0
+    assert [r["method"] for r in rows[1:]] == list(imagenet_c.PAPER_TABLE2)
+    ablation = imagenet_c.ablation_rows("table19", {"sncn": fake, "other": fake})
+    assert ablation == [
+        {
+            "method": "sncn",
+            "clean err": 30.0,
+            "mCE": 60.0,
+            "paper clean err": 23.3,
+            "paper mCE": 70.4,
+        }
+    ]
+
+
+def test_seeded_items_do_not_depend_on_order():
+    from torchvision import transforms
+
+    data = [(torch.rand(3, 16, 16), 0) for _ in range(4)]
+
+    class Augmented(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return transforms.RandomResizedCrop(8)(data[i][0]), 0
+
+    seeded = imagenet_c._SeededItems(Augmented(), seed=5)
+    forward = [seeded[i][0] for i in range(4)]
+    backward = [seeded[i][0] for i in reversed(range(4))][::-1]
+    for a, b in zip(forward, backward, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(imagenet_c._SeededItems(Augmented(), seed=6)[0][0], forward[0])
+
+
+def test_image_crossnorm_augmix_trainer_switches_the_input_crossnorm():
+    torch.manual_seed(0)
+    model = imagenet_c.build_model("sncn_augmix", 2, {**imagenet_c.SETTING, **TINY})
+    seen = []
+    model.image_cnsn.crossnorm.register_forward_hook(lambda m, i, o: seen.append(m.active))
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    trainer = ImageCrossNormAugMixTrainer(model, optimizer, cn_prob=1.0)
+    views = tuple(torch.randn(4, 3, 32, 32) for _ in range(3))
+    logs = trainer.update((views, torch.tensor([0, 1, 0, 1])))
+    assert seen == [True] and logs["jsd"] > 0  # one pass over the 3 stacked views, CN on
+    trainer.cn_prob = 0.0
+    trainer.update((views, torch.tensor([0, 1, 0, 1])))
+    assert seen == [True, False]
+    with pytest.raises(ValueError, match="views"):
+        trainer.update((views[:2], torch.tensor([0, 1, 0, 1])))
+
+
+def test_run_trains_evaluates_generated_c_and_reads_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNCN_DATA", str(tmp_path / "root"))
+    (tmp_path / "root").mkdir()
+    data = tiny_folder(tmp_path / "data")
+    metrics = imagenet_c.run(
+        "sncn",
+        tmp_path / "results",
+        data,
+        overrides=TINY,
+        evaluation="generated",
+        c_subset=4,
+        progress=False,
+    )
+    assert metrics["evaluation"] == "generated"
+    assert set(metrics["errors"]) == set(CORRUPTIONS)
+    assert all(len(v) == 5 and all(0 <= e <= 100 for e in v) for v in metrics["errors"].values())
+    assert np.isfinite(metrics["mce"]) and 0 <= metrics["clean_error"] <= 100
+    assert (tmp_path / "root" / "generated" / "data-val-C-32px-n4-seed0" / "fog.npy").is_file()
+    again = imagenet_c.run(
+        "sncn", tmp_path / "results", data, overrides=TINY, evaluation="generated", c_subset=4
+    )
+    assert again == metrics  # finished runs are read back
+    assert len(list((tmp_path / "results" / "runs").iterdir())) == 1
+    model = imagenet_c.load_trained(tmp_path / "results", again["run"])
+    assert model.fc.out_features == 2 and not model.training
+    with pytest.raises(ValueError, match="unknown setting"):
+        imagenet_c.run("basic", tmp_path / "r2", data, overrides={"epoch": 1})
+
+
+def test_cifar_folder_and_sample_c_end_to_end(root):
+    folder = imagenet_c.build_cifar_folder(32, 2, 1, root=root, progress=False)
+    assert folder.name == "imagenet-format-cifar10-37px-2-1"
+    assert len(list((folder / "train").rglob("*.png"))) == 20
+    assert Image.open(next((folder / "val").rglob("*.png"))).size == (37, 37)
+    c_dir = imagenet_c.make_sample_c(2, root=root, progress=False)
+    assert len(list(c_dir.rglob("*.JPEG"))) == 2 * 75
+    torch.manual_seed(0)
+    small = imagenet_c.build_model("sn", 10, {**imagenet_c.SETTING, **TINY}).eval()
+    check = imagenet_c.sample_check(small, c_dir, 32, root=root)
+    assert check["kind"] == "flip" and check["images"] == 2 and "mce" not in check
+    full = imagenet_c.build_model("basic", 1000, {**imagenet_c.SETTING, **TINY}).eval()
+    check = imagenet_c.sample_check(full, c_dir, 32, root=root)
+    assert check["kind"] == "error" and np.isfinite(check["mce"])
+    rows = imagenet_c.sample_rows({"basic": check})
+    assert rows[0]["mCE"] == check["mce"] and rows[0]["images"] == 2
