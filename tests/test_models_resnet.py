@@ -407,9 +407,22 @@ def test_add_cnsn_bad_inputs():
         add_cnsn(model, "sn")
 
 
-def test_add_cnsn_timm_resnet():
+@pytest.mark.parametrize("pos", ["post", "residual"])
+def test_add_cnsn_timm_resnet50_equals_ours(pos):
+    """timm names its ResNet as torchvision does, so the same state dict must give our outputs."""
     timm = pytest.importorskip("timm")
-    model = timm.create_model("resnet18", num_classes=3)
-    add_cnsn(model, "sn")
-    assert len(units(model)) == 8
-    model.eval()(images())
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50", num_classes=7)
+    add_cnsn(model, "cnsn", pos=pos)
+    state = model.state_dict()
+    for name, value in state.items():  # non-trivial SelfNorm weights
+        if "g_bn.bias" in name:
+            value.normal_(0, 1, generator=gen(1))
+    ours = create_model("resnet50", num_classes=7, cnsn_type="cnsn", pos=pos)
+    ours.load_state_dict(state, strict=True)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), ours.eval()(x))
+    small = timm.create_model("resnet18", num_classes=3)  # basic blocks: the hook on act2
+    add_cnsn(small, "sn")
+    assert len(units(small)) == 8
