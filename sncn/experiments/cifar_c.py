@@ -118,6 +118,29 @@ def corruption_errors(
     return errors
 
 
+def robustness_metrics(
+    trainer: Trainer,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    c_folder: Path,
+    source: str,
+    test_subset: int = 0,
+) -> dict[str, Any]:
+    """Clean error on ``(test_x, test_y)`` and CIFAR-C errors from ``c_folder`` with their mCE.
+
+    Returns:
+        ``clean_error``, ``mce``, ``errors`` (``{corruption: [E_1..E_5]}``) and ``cifar_c``
+        (``source``: which CIFAR-C, official or generated).
+    """
+    errors = corruption_errors(trainer, c_folder, test_subset or None)
+    return {
+        "clean_error": evaluate_error(trainer, test_x, test_y),
+        "mce": cifar_mce(errors),
+        "errors": errors,
+        "cifar_c": source,
+    }
+
+
 def run_name(
     dataset: str, backbone: str, method: str, seed: int, setting: dict, budget: dict
 ) -> str:
@@ -249,12 +272,8 @@ def run(
         description=folder.name,
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
-    errors = corruption_errors(trainer, c_folder, test_subset or None)
     metrics = {
-        "clean_error": evaluate_error(trainer, test_x, test_y),
-        "mce": cifar_mce(errors),
-        "errors": errors,
-        "cifar_c": source,
+        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
         "history": history,
         "train_seconds": train_seconds,
         "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,

@@ -35,12 +35,11 @@ from sncn.data.semisup import SemiSupervisedBatches, split_labelled
 from sncn.data.vision import load_cifar
 from sncn.experiments.cifar_c import (
     corrupted_test_set,
-    corruption_errors,
     evaluate_error,
+    robustness_metrics,
     subset,
 )
 from sncn.hparams import FIXMATCH
-from sncn.metrics import cifar_mce
 from sncn.models import create_model
 from sncn.train import fit
 from sncn.train.fixmatch import FixMatchTrainer, fixmatch_schedule, fixmatch_sgd
@@ -194,12 +193,8 @@ def run(
     history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
                   progress=progress, description=folder.name)  # fmt: skip
     train_seconds = time.perf_counter() - start
-    errors = corruption_errors(trainer, c_folder, test_subset or None)
     metrics = {
-        "clean_error": evaluate_error(trainer, test_x, test_y),
-        "mce": cifar_mce(errors),
-        "errors": errors,
-        "cifar_c": source,
+        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
         "history": history,
         "steps": steps,
         "train_seconds": train_seconds,
