@@ -274,7 +274,9 @@ def _folder(directory: Path, split: str, transform=None) -> tv_datasets.ImageFol
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder} not found: expected an ImageNet-format folder {directory}/{{train,val}}/"
-            "<class>/*.JPEG (ImageNet itself, or build_cifar_folder() offline)."
+            "<class>/*.JPEG. ImageNet (ILSVRC-2012) cannot be downloaded automatically: get it "
+            "from https://image-net.org (registration), with the validation images sorted into "
+            "class folders; offline, build_cifar_folder() makes a small stand-in."
         )
     return tv_datasets.ImageFolder(str(folder), transform=transform)
 
