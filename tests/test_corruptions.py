@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gen
 from PIL import Image
 
 import sncn.corruptions as C
@@ -33,10 +34,6 @@ FROST = pytest.mark.skipif(not _frost_available(), reason="frost photographs not
 def _names(names=CORRUPTIONS):
     """Parametrize over names, skipping frost where its photographs are missing."""
     return [pytest.param(n, marks=FROST) if n == "frost" else n for n in names]
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def smooth_images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:

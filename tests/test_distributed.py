@@ -22,45 +22,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import TINY_IMAGENET, tiny_imagenet_folder
 
 from sncn.experiments import imagenet_c
 from sncn.train.distributed import GhostBatch, rank_batches
-
-SETTINGS = {
-    "epochs": 1,
-    "batch_size": 8,
-    "image_size": 32,
-    "layers": [1, 1, 1, 1],
-    "width": 4,
-    "workers": 0,
-    "amp": False,
-    "channels_last": False,
-    "eval_batch_size": 16,
-}
 
 
 def _only_run(results_dir):
     """The one run folder under ``results_dir`` (names carry a digest of the setting)."""
     (run,) = (Path(results_dir) / "runs").iterdir()
     return run
-
-
-def tiny_folder(root: Path, per_class: int = 16, side: int = 37) -> Path:
-    """An ImageNet-format folder of random images: 2 classes, ``per_class`` train, 4 val."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", 4)):
-        for c in ("a", "b"):
-            folder = root / split / c
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-                image[..., 0] //= 2 if c == "a" else 1  # a little signal
-                Image.fromarray(image).save(folder / f"{i}.png")
-    return root
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -96,8 +69,8 @@ def test_ghost_batch_normalises_each_slice():
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
-    data = tiny_folder(tmp_path / "data")
-    sets = [f"--set={k}={str(v).replace(' ', '').lower()}" for k, v in SETTINGS.items()]
+    data = tiny_imagenet_folder(tmp_path / "data")
+    sets = [f"--set={k}={str(v).replace(' ', '').lower()}" for k, v in TINY_IMAGENET.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [
         sys.executable,
@@ -133,7 +106,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
             "sn",
             tmp_path / "single",
             data,
-            overrides=SETTINGS,
+            overrides=TINY_IMAGENET,
             evaluation="none",
             device="cpu",
             ghost_batches=2,
@@ -145,7 +118,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     ddp_w, single_w = weights(ddp_run), weights(single_run)
     assert ddp_w.keys() == single_w.keys() and any("selfnorm" in k for k in ddp_w)
     torch.manual_seed(0)  # as run() does before building the model
-    initial = imagenet_c.build_model("sn", 2, {**imagenet_c.SETTING, **SETTINGS})
+    initial = imagenet_c.build_model("sn", 2, {**imagenet_c.SETTING, **TINY_IMAGENET})
     moved = 0
     for key, value in single_w.items():
         torch.testing.assert_close(
@@ -158,7 +131,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         "sn",
         tmp_path / "whole",
         data,
-        overrides=SETTINGS,
+        overrides=TINY_IMAGENET,
         evaluation="none",
         device="cpu",
         progress=False,

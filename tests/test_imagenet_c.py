@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_IMAGENET, tiny_imagenet_folder
 from PIL import Image
 
 from sncn.data import data_root
@@ -12,18 +13,6 @@ from sncn.experiments import imagenet_c
 from sncn.layers import style_layers
 from sncn.metrics import CORRUPTIONS
 from sncn.train import ImageCrossNormAugMixTrainer
-
-TINY = {
-    "epochs": 1,
-    "batch_size": 8,
-    "image_size": 32,
-    "layers": [1, 1, 1, 1],
-    "width": 4,
-    "workers": 0,
-    "amp": False,
-    "channels_last": False,
-    "eval_batch_size": 16,
-}
 
 
 @pytest.fixture
@@ -37,19 +26,8 @@ def root(tmp_path):
     return tmp_path
 
 
-def tiny_folder(root, per_class=8, side=37):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", 4)):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-                Image.fromarray(image).save(root / split / c / f"{i}.png")
-    return root
-
-
 def test_every_method_builds_with_the_released_settings():
-    setting = {**imagenet_c.SETTING, **TINY}
+    setting = {**imagenet_c.SETTING, **TINY_IMAGENET}
     for method, spec in imagenet_c.METHODS.items():
         model = imagenet_c.build_model(method, 3, setting)
         cn_layers = [n for n, _ in style_layers(model)]
@@ -107,7 +85,7 @@ def test_seeded_items_do_not_depend_on_order():
 
 def test_image_crossnorm_augmix_trainer_switches_the_input_crossnorm():
     torch.manual_seed(0)
-    model = imagenet_c.build_model("sncn_augmix", 2, {**imagenet_c.SETTING, **TINY})
+    model = imagenet_c.build_model("sncn_augmix", 2, {**imagenet_c.SETTING, **TINY_IMAGENET})
     seen = []
     model.image_cnsn.crossnorm.register_forward_hook(lambda m, i, o: seen.append(m.active))
     optimizer = torch.optim.SGD(model.parameters(), 0.1)
@@ -129,12 +107,12 @@ def test_run_trains_evaluates_generated_c_and_reads_back(tmp_path, monkeypatch):
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "frost").symlink_to(frost.resolve())
     monkeypatch.setenv("SNCN_DATA", str(tmp_path / "root"))
-    data = tiny_folder(tmp_path / "data")
+    data = tiny_imagenet_folder(tmp_path / "data", per_class=8)
     metrics = imagenet_c.run(
         "sncn",
         tmp_path / "results",
         data,
-        overrides=TINY,
+        overrides=TINY_IMAGENET,
         evaluation="generated",
         c_subset=4,
         progress=False,
@@ -145,7 +123,12 @@ def test_run_trains_evaluates_generated_c_and_reads_back(tmp_path, monkeypatch):
     assert np.isfinite(metrics["mce"]) and 0 <= metrics["clean_error"] <= 100
     assert (tmp_path / "root" / "generated" / "data-val-C-32px-n4-seed0" / "fog.npy").is_file()
     again = imagenet_c.run(
-        "sncn", tmp_path / "results", data, overrides=TINY, evaluation="generated", c_subset=4
+        "sncn",
+        tmp_path / "results",
+        data,
+        overrides=TINY_IMAGENET,
+        evaluation="generated",
+        c_subset=4,
     )
     assert again == metrics  # finished runs are read back
     assert len(list((tmp_path / "results" / "runs").iterdir())) == 1
@@ -163,10 +146,10 @@ def test_cifar_folder_and_sample_c_end_to_end(root):
     c_dir = imagenet_c.make_sample_c(2, root=root, progress=False)
     assert len(list(c_dir.rglob("*.JPEG"))) == 2 * 75
     torch.manual_seed(0)
-    small = imagenet_c.build_model("sn", 10, {**imagenet_c.SETTING, **TINY}).eval()
+    small = imagenet_c.build_model("sn", 10, {**imagenet_c.SETTING, **TINY_IMAGENET}).eval()
     check = imagenet_c.sample_check(small, c_dir, 32, root=root)
     assert check["kind"] == "flip" and check["images"] == 2 and "mce" not in check
-    full = imagenet_c.build_model("basic", 1000, {**imagenet_c.SETTING, **TINY}).eval()
+    full = imagenet_c.build_model("basic", 1000, {**imagenet_c.SETTING, **TINY_IMAGENET}).eval()
     check = imagenet_c.sample_check(full, c_dir, 32, root=root)
     assert check["kind"] == "error" and np.isfinite(check["mce"])
     rows = imagenet_c.sample_rows({"basic": check})

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -39,10 +40,6 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     mean, std = ref_stats(x, 0.0)
     shape = (*mean.shape, *([1] * (x.dim() - 2)))
     return (x.double() - mean.view(shape)) / std.view(shape)
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------

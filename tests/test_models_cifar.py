@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gen, random_state
 from torch import Tensor, nn
 
 from sncn.layers import CNSN, SelfNorm, crossnorm_step, style_layers
@@ -35,10 +36,6 @@ POSITIONS = {
 CIFAR_MODELS = [n for n in list_models() if getattr(cifar, n, None) is not None]
 PLACEMENTS = [(name, pos) for name in CIFAR_MODELS for pos in POSITIONS.get(name, [])]
 NUM_CLASSES = 7
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def images(n: int = 4, seed: int = 0, dtype=torch.float32) -> Tensor:
@@ -430,25 +427,6 @@ def released_allconv_shapes(w1=96, w2=192, classes=10, pos=1, cnsn_type="cnsn") 
         c_in = c
     shapes["classifier.weight"], shapes["classifier.bias"] = (classes, w2), (classes,)
     return shapes
-
-
-def random_state(shapes: dict, seed: int = 0) -> dict[str, Tensor]:
-    """Float64 values that keep activations of order one through a deep network."""
-    g, state = gen(seed), {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-        elif key.endswith(("running_mean", "bias")):
-            state[key] = 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
-        elif len(shape) == 1:  # BatchNorm weights
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
-        else:
-            fan_in = math.prod(shape[1:])
-            w = torch.randn(shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in / 2)
-            state[key] = w
-    return state
 
 
 class Released:

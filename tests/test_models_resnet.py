@@ -9,12 +9,12 @@ the released naming, so a strict load plus equal outputs checks names, shapes an
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import gen, random_state
 from torch import Tensor, nn
 
 from sncn.layers import CNSN, crossnorm_step, style_layers
@@ -22,10 +22,6 @@ from sncn.models import create_model
 from sncn.models.resnet import IBN, RESNET_POSITIONS, add_cnsn, load_released_checkpoint
 
 TINY = dict(layers=(1, 1, 2, 1), width=8, num_classes=5)
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def images(n: int = 2, size: int = 64, seed: int = 0, dtype=torch.float32) -> Tensor:
@@ -185,27 +181,6 @@ def released_shapes(layers=(3, 4, 6, 3), w=64, classes=1000, ibn=None, pos="post
             inp = out
     shapes["fc.weight"], shapes["fc.bias"] = (classes, inp), (classes,)
     return shapes
-
-
-def random_state(shapes: dict, seed: int = 0) -> dict[str, Tensor]:
-    """Float64 values that keep activations O(1) through the network."""
-    g = gen(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-        elif key.endswith(("running_mean", "bias")):
-            state[key] = 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
-        elif len(shape) == 1:  # norm weights
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
-        else:
-            fan_in = math.prod(shape[1:])
-            state[key] = torch.randn(shape, generator=g, dtype=torch.float64) / math.sqrt(
-                fan_in / 2
-            )
-    return state
 
 
 class Released:

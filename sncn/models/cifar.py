@@ -190,16 +190,15 @@ class UnitSpec:
         )
 
 
-def _stages(blocks: str | int | Iterable[int]) -> tuple[int, ...]:
-    """``"all"``, one stage or an iterable of stages -> sorted tuple of stages."""
+def _stages(blocks: str | int | Iterable[int], stages: tuple[int, ...] = STAGES) -> tuple[int, ...]:
+    """``"all"``, one stage or an iterable of ``stages`` -> sorted tuple of stages."""
     if isinstance(blocks, str):
         if blocks != "all":
-            raise ValueError(f"blocks must be 'all' or a subset of {STAGES}, got {blocks!r}.")
-        return STAGES
+            raise ValueError(f"blocks must be 'all' or a subset of {stages}, got {blocks!r}.")
+        return stages
     chosen = (blocks,) if isinstance(blocks, int) else tuple(blocks)
-    bad = [b for b in chosen if b not in STAGES]
-    if bad:
-        raise ValueError(f"blocks must be 'all' or a subset of {STAGES}, got {blocks!r}.")
+    if any(b not in stages for b in chosen):
+        raise ValueError(f"blocks must be 'all' or a subset of {stages}, got {blocks!r}.")
     return tuple(sorted(set(chosen)))
 
 

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from sncn.layers import CNSN
 from sncn.models import register_model
 from sncn.models.cifar import UnitSpec, _Cell, _check_pos, unit_module_ids
+from sncn.models.cifar import _stages as cifar_stages
 
 __all__ = [
     "IBN",
@@ -176,14 +177,11 @@ class Bottleneck(_Cell):
 
 
 def _stages(blocks: str | int | Iterable[int]) -> tuple[int, ...]:
-    if isinstance(blocks, str):
-        if blocks != "all":
-            raise ValueError(f"blocks must be 'all' or a subset of {STAGES}, got {blocks!r}.")
-        return STAGES
-    chosen = (blocks,) if isinstance(blocks, int) else tuple(blocks)
-    if not chosen or any(b not in STAGES for b in chosen):
+    """ResNet's stages of ``blocks`` (:func:`sncn.models.cifar._stages`); at least one."""
+    chosen = cifar_stages(blocks, STAGES)
+    if not chosen:
         raise ValueError(f"blocks must be 'all' or a subset of {STAGES}, got {blocks!r}.")
-    return tuple(sorted(set(chosen)))
+    return chosen
 
 
 class ResNet(nn.Module):

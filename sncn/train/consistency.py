@@ -60,26 +60,39 @@ class AugMixTrainer(Trainer):
         Hendrycks et al., "AugMix", ICLR 2020.
     """
 
+    #: the dataset wrapper that makes this trainer's batches (named in errors)
+    views_dataset = "sncn.data.augmix.AugMixViews"
+
     def __init__(self, *args, jsd_wt: float = 12.0, consist_wt: float = 10.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.jsd_wt = jsd_wt
         self.consist_wt = consist_wt
 
-    def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+    def augmix_loss(
+        self, batch: Sequence, cn: bool
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, dict[str, float]]:
+        """The AugMix part of the loss: the three views through the model together (CN ``cn``).
+
+        Returns:
+            ``(views, logits, loss, logs)``: the views on the device, their logits, the clean
+            cross-entropy plus ``jsd_wt`` times the JSD of the three outputs, and its parts.
+        """
         views, y = batch
         if len(views) != 3:
             raise ValueError(
-                f"AugMixTrainer expects batches ((clean, aug1, aug2), labels), got {len(views)} "
-                "views; wrap the dataset in sncn.data.augmix.AugMixViews."
+                f"{type(self).__name__} expects batches ((clean, aug1, aug2), labels), got "
+                f"{len(views)} views; wrap the dataset in {self.views_dataset}."
             )
         views = [self._to_device(v) for v in views]
-        y = self._to_device(y)
-        n = views[0].shape[0]
-        logits = self.forward_cn(torch.cat(views), False).split(n)
-        ce = F.cross_entropy(logits[0], y)
+        logits = self.forward_cn(torch.cat(views), cn).split(views[0].shape[0])
+        ce = F.cross_entropy(logits[0], self._to_device(y))
         jsd = jsd_consistency(logits)
-        loss = ce + self.jsd_wt * jsd
-        logs = {"ce": float(ce.detach()), "jsd": float(jsd.detach()), "consistency": 0.0}
+        logs = {"ce": float(ce.detach()), "jsd": float(jsd.detach())}
+        return views, logits, ce + self.jsd_wt * jsd, logs
+
+    def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+        views, logits, loss, logs = self.augmix_loss(batch, cn=False)
+        logs["consistency"] = 0.0
         if self._cn_on():
             cn_views = [logits[0], self.forward_cn(views[0], True), self.forward_cn(views[0], True)]
             consistency = jsd_consistency(cn_views)
@@ -98,16 +111,8 @@ class ImageCrossNormAugMixTrainer(AugMixTrainer):
     consistency term, unlike :class:`AugMixTrainer` (released ``train_cn_image_augmix``).
     """
 
+    views_dataset = "sncn.data.augmix.ImageAugMixViews"
+
     def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
-        views, y = batch
-        if len(views) != 3:
-            raise ValueError(
-                f"expects batches ((clean, aug1, aug2), labels), got {len(views)} views; wrap the "
-                "dataset in sncn.data.augmix.ImageAugMixViews."
-            )
-        views = [self._to_device(v) for v in views]
-        y = self._to_device(y)
-        logits = self.forward_cn(torch.cat(views), self._cn_on()).split(views[0].shape[0])
-        ce = F.cross_entropy(logits[0], y)
-        jsd = jsd_consistency(logits)
-        return ce + self.jsd_wt * jsd, {"ce": float(ce.detach()), "jsd": float(jsd.detach())}
+        _, _, loss, logs = self.augmix_loss(batch, cn=self._cn_on())
+        return loss, logs
