@@ -96,6 +96,15 @@ def _cell(value: Any, digits: int) -> str:
     return str(value)
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) over seeds; the std is NaN for one value."""
+    array = [float(v) for v in values]
+    mean = math.fsum(array) / len(array)
+    if len(array) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in array) / (len(array) - 1))
+
+
 def markdown_table(rows: Sequence[Row], digits: int = 1) -> str:
     """Rows (dicts with the same keys, in order) as a markdown table; None/NaN print as ``-``."""
     if not rows:

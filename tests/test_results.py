@@ -80,3 +80,9 @@ def test_run_name_digest_covers_the_config():
     assert name != results.run_name(
         "cifar10", "wrn", "cn", seed=3, config={"lr": 0.2, "crop": (1, 2)}
     )
+
+
+def test_mean_std_over_seeds():
+    assert results.mean_std([1.0, 2.0, 6.0]) == pytest.approx((3.0, math.sqrt(7.0)))
+    mean, std = results.mean_std([4.5])
+    assert mean == 4.5 and math.isnan(std)

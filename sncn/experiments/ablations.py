@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sncn.experiments import cifar_c
+from sncn.results import mean_std
 
 
 @dataclass(frozen=True)
@@ -182,12 +183,12 @@ def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> list[dict[str
     """One row per arm: our clean error and mCE (mean, spread over seeds) beside the paper's."""
     rows = []
     for arm, seeds in results:
-        mce = np.array([m["mce"] for m in seeds])
+        mce, mce_std = mean_std([m["mce"] for m in seeds])
         rows.append({
             "arm": arm.label,
-            "clean error": float(np.mean([m["clean_error"] for m in seeds])),
-            "mCE": float(mce.mean()),
-            "mCE std": float(mce.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+            "clean error": mean_std([m["clean_error"] for m in seeds])[0],
+            "mCE": mce,
+            "mCE std": mce_std,
             "seeds": len(seeds),
             "paper mCE": arm.paper,
             "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),

@@ -323,18 +323,17 @@ def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -
     """
     rows = []
     for dataset, backbone, method, seeds in runs:
-        mce = np.array([m["mce"] for m in seeds])
-        clean = np.array([m["clean_error"] for m in seeds])
+        mce, mce_std = results.mean_std([m["mce"] for m in seeds])
         paper = paper_number(dataset, backbone, method)
         table, column = PAPER_COLUMN[method]
         rows.append({
             "dataset": dataset, "backbone": backbone, "method": method,
             "seeds": len(seeds),
-            "clean error": float(clean.mean()),
-            "mCE": float(mce.mean()),
-            "mCE std": float(mce.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+            "clean error": results.mean_std([m["clean_error"] for m in seeds])[0],
+            "mCE": mce,
+            "mCE std": mce_std,
             "paper mCE": paper,
-            "ours - paper": None if paper is None else float(mce.mean()) - paper,
+            "ours - paper": None if paper is None else mce - paper,
             "paper column": f"Table {table if table == '1' else '14/15'}: {column}",
             "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip

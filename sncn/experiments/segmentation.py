@@ -290,11 +290,6 @@ def run_grid(
     return [(m, [run(m, results_dir, data, seed=s, **kwargs) for s in seeds]) for m in methods]
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else float("nan")
-
-
 def table_rows(
     runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     paper: dict[str, tuple[float | None, float | None]],
@@ -312,8 +307,8 @@ def table_rows(
     rows = []
     for method in methods or list(paper):
         seeds = ours.get(method, [])
-        src = _mean_std([m["source_miou"] for m in seeds]) if seeds else (None, None)
-        tgt = _mean_std([m["target_miou"] for m in seeds]) if seeds else (None, None)
+        src = results.mean_std([m["source_miou"] for m in seeds]) if seeds else (None, None)
+        tgt = results.mean_std([m["target_miou"] for m in seeds]) if seeds else (None, None)
         paper_src, paper_tgt = paper.get(method, (None, None))
         rows.append({
             "method": LABELS.get(method, method), "seeds": len(seeds),

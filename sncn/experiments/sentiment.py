@@ -267,11 +267,6 @@ def run_grid(
     return [(m, [run(m, results_dir, data, seed=s, **kwargs) for s in seeds]) for m in methods]
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else float("nan")
-
-
 def table_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """Rows of Table 4: ours (mean and standard deviation over seeds) next to the paper.
 
@@ -280,12 +275,12 @@ def table_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[dic
     """
     by_method = {m: seeds for m, seeds in runs}
     base = by_method.get("baseline")
-    base_src = _mean_std([m["source_acc"] for m in base])[0] if base else None
-    base_tgt = _mean_std([m["target_acc"] for m in base])[0] if base else None
+    base_src = results.mean_std([m["source_acc"] for m in base])[0] if base else None
+    base_tgt = results.mean_std([m["target_acc"] for m in base])[0] if base else None
     rows = []
     for method, seeds in runs:
-        src, src_std = _mean_std([m["source_acc"] for m in seeds])
-        tgt, tgt_std = _mean_std([m["target_acc"] for m in seeds])
+        src, src_std = results.mean_std([m["source_acc"] for m in seeds])
+        tgt, tgt_std = results.mean_std([m["target_acc"] for m in seeds])
         paper_src, paper_tgt = PAPER_TABLE4.get(method, (None, None))
         rows.append({
             "method": method, "seeds": len(seeds),
@@ -313,7 +308,7 @@ def figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]):
     x = np.arange(len(methods))
     for offset, key, label, colour in ((-0.2, "source_acc", "IMDb (source)", "C0"),
                                        (0.2, "target_acc", "SST-2 (target)", "C1")):  # fmt: skip
-        stats = [_mean_std([m[key] for m in seeds]) for _, seeds in runs]
+        stats = [results.mean_std([m[key] for m in seeds]) for _, seeds in runs]
         means = [s[0] for s in stats]
         spread = [0.0 if np.isnan(s[1]) else s[1] for s in stats]
         bars.bar(x + offset, means, 0.38, yerr=spread, color=colour, label=label, capsize=3)
