@@ -22,3 +22,8 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds third-party code using the legacy API
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; None means CUDA when available, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

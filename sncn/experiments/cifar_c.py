@@ -33,6 +33,7 @@ from sncn.hparams import cifar_setting
 from sncn.metrics import ErrorMeter, cifar_mce
 from sncn.models import create_model
 from sncn.train import AugMixTrainer, ConsistencyTrainer, Trainer, cosine_schedule, fit, sgd
+from sncn.utils import resolve_device
 
 #: Our method -> (paper table, its column) for the "paper" column of Table 1 / Tables 14-15.
 PAPER_COLUMN = {
@@ -45,10 +46,6 @@ PAPER_COLUMN = {
     "sncn_augmix": ("1", "SNCN+AugMix"),
 }
 _C_FOLDER = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def subset(
@@ -237,7 +234,7 @@ def run(
     )
     if results.is_done(folder):
         return results.load_metrics(folder)
-    dev = _device(device)
+    dev = resolve_device(device)
     train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
     test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
     c_folder, source = corrupted_test_set(dataset, test_subset or None, root)

@@ -50,6 +50,7 @@ from sncn.train.segmentation import (
     poly_schedule,
     segmentation_sgd,
 )
+from sncn.utils import resolve_device
 
 #: Our method names -> (the model's ``cnsn_type``, CrossNorm crop). Table 20's columns.
 METHODS: dict[str, tuple[str | None, str]] = {
@@ -85,10 +86,6 @@ PAPER_TABLE20: dict[str, tuple[float | None, float | None]] = {
 }
 LABELS = {"baseline": "Baseline", "sn": "SN", "cn": "CN", "cn_crop": "CN+Crop", "sncn": "SNCN",
           "sncn_crop": "SNCN+Crop", "ibn": "IBN", "dr": "DR"}  # fmt: skip
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 @dataclass
@@ -231,7 +228,7 @@ def run(
     folder = results.run_dir(results_dir, run_name(method, setting, data.info, seed))
     if results.is_done(folder):
         return results.load_metrics(folder)
-    dev = _device(device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(method, setting).to(dev)
     train_x, train_y = data.train

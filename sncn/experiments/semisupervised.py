@@ -43,6 +43,7 @@ from sncn.hparams import FIXMATCH
 from sncn.models import create_model
 from sncn.train import fit
 from sncn.train.fixmatch import FixMatchTrainer, fixmatch_schedule, fixmatch_sgd
+from sncn.utils import resolve_device
 
 #: variant -> (strong augmentation "ra" | "wa", CrossNorm data None | "all" | "unlabelled")
 VARIANTS: dict[str, tuple[str, str | None]] = {
@@ -70,10 +71,6 @@ PAPER_FIGURE4: list[dict[str, str]] = [
      "paper": "'with the help of CrossNorm, training with 250 labels even has 3% lower "
               "corruption error than with 1000 labels'"},
 ]  # fmt: skip
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def check_variant(variant: str) -> tuple[str, str | None]:
@@ -149,7 +146,7 @@ def run(
     folder = results.run_dir(results_dir, run_name(variant, labels, seed, setting, budget))
     if results.is_done(folder):
         return results.load_metrics(folder)
-    dev = _device(device)
+    dev = resolve_device(device)
     train_x, train_y = load_cifar("cifar10", "train", root)
     labelled, unlabelled = split_labelled(
         train_y, labels, setting["label_seed"], setting["unlabelled"]

@@ -40,6 +40,7 @@ from sncn.data.text import (
 )
 from sncn.models import create_model
 from sncn.train import Trainer, fit
+from sncn.utils import resolve_device
 
 #: Our method names -> the model's ``cnsn_type`` (Table 4's columns).
 METHODS: dict[str, str | None] = {"baseline": None, "sn": "sn", "cn": "cn", "sncn": "cnsn"}
@@ -66,10 +67,6 @@ SETTING: dict[str, Any] = {
     "cn_prob": 0.5,
     "active_num": 1,
 }
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 @dataclass
@@ -216,7 +213,7 @@ def run(
     folder = results.run_dir(results_dir, name)
     if results.is_done(folder):
         return results.load_metrics(folder)
-    dev = _device(device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(method, data, setting).to(dev)
     optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), setting["lr"])

@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from sncn.utils import resolve_device
+
 __all__ = [
     "DistInfo",
     "GhostBatch",
@@ -65,10 +67,10 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800) -> Dist
     Returns:
         The :class:`DistInfo` of this process.
     """
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
+    kind = dev.type
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or "RANK" not in os.environ:
-        dev = torch.device(kind)
         return DistInfo(device=dev)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if kind == "cuda":
