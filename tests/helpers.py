@@ -62,3 +62,16 @@ def tiny_imagenet_folder(root: Path, per_class: int = 16, side: int = 37) -> Pat
                 image[..., 0] //= 2 if c == "a" else 1  # a little signal
                 Image.fromarray(image).save(folder / f"{i}.png")
     return root
+
+
+def bn_eval(sd: dict[str, Tensor], x: Tensor, prefix: str, eps: float = 1e-5) -> Tensor:
+    """BatchNorm ``prefix`` of state dict ``sd`` in eval mode, functionally (for references)."""
+    return torch.nn.functional.batch_norm(
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        training=False,
+        eps=eps,
+    )

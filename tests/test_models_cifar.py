@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import gen, random_state
+from helpers import bn_eval, gen, random_state
 from torch import Tensor, nn
 
 from sncn.layers import CNSN, SelfNorm, crossnorm_step, style_layers
@@ -436,17 +436,7 @@ class Released:
         self.sd = sd
 
     def bn(self, x: Tensor, p: str) -> Tensor:
-        sd = self.sd
-        return F.batch_norm(
-            x,
-            sd[f"{p}.running_mean"],
-            sd[f"{p}.running_var"],
-            sd[f"{p}.weight"],
-            sd[f"{p}.bias"],
-            False,
-            0.0,
-            1e-5,
-        )
+        return bn_eval(self.sd, x, p)
 
     def conv(self, x: Tensor, p: str, stride=1, padding=0, groups=1) -> Tensor:
         bias = self.sd.get(f"{p}.bias")

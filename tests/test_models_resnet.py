@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import gen, random_state
+from helpers import bn_eval, gen, random_state
 from torch import Tensor, nn
 
 from sncn.layers import CNSN, crossnorm_step, style_layers
@@ -190,17 +190,7 @@ class Released:
         self.sd, self.ibn, self.pos = sd, ibn, pos
 
     def bn(self, x: Tensor, p: str) -> Tensor:
-        sd = self.sd
-        return F.batch_norm(
-            x,
-            sd[f"{p}.running_mean"],
-            sd[f"{p}.running_var"],
-            sd[f"{p}.weight"],
-            sd[f"{p}.bias"],
-            False,
-            0.0,
-            1e-5,
-        )
+        return bn_eval(self.sd, x, p)
 
     def inorm(self, x: Tensor, p: str) -> Tensor:
         return F.instance_norm(x, weight=self.sd[f"{p}.weight"], bias=self.sd[f"{p}.bias"])
