@@ -12,6 +12,11 @@ as a crash instead of a number. Each cell is the median over a few repeats of a 
 severities. Target: every corruption of ours at >= 2,000 images/s at 32 px (CIFAR-10-C, 750,000
 images, in under 10 minutes).
 
+Pixelate is also timed against the reference generator's own call with the same table factors
+(``make_cifar_c.py`` / ``make_imagenet_c.py``: Pillow BOX resize down, then up, one PIL image at
+a time; only the resizes are timed), on the same images, one right after the other, so their
+ratio is comparable even on a busy machine.
+
 On a CPU shared with other jobs, pass ``--threads 1``: torch's OpenMP threads wait for each other
 at every operation, and when another process holds one of two cores that wait dominates (we
 measured 10-100x slowdowns); imagecorruptions is single-threaded NumPy and is not affected.
@@ -32,9 +37,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from benchmarks._common import publish
-from sncn.corruptions import CORRUPTIONS, corrupt
+from sncn.corruptions import CORRUPTIONS, TABLES, corrupt
 
 TARGET = 2000.0  # images/s at 32 px
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -73,6 +79,25 @@ def ours(name: str, x: torch.Tensor, table: str) -> Callable[[], int]:
         for s in SEVERITIES:
             corrupt(x, name, s, table=table, generator=g)
         return x.shape[0] * len(SEVERITIES)
+
+    return run
+
+
+def pillow_pixelate(x: torch.Tensor, table: str) -> Callable[[], int]:
+    """One pass of the reference generator's pixelate over all severities, image by image.
+
+    As ``pixelate`` of ``make_cifar_c.py`` / ``make_imagenet_c.py``: a PIL image resized with
+    ``BOX`` to ``int(size * factor)`` and back. Only the two resizes are timed (the PIL images
+    are made beforehand and the results not converted), a lower bound on the reference's cost.
+    """
+    images = [Image.fromarray(a) for a in x.permute(0, 2, 3, 1).numpy()]
+
+    def run() -> int:
+        for factor in TABLES[table]["pixelate"]:
+            for img in images:
+                w, h = img.size
+                img.resize((int(w * factor), int(h * factor)), Image.BOX).resize((w, h), Image.BOX)
+        return len(images) * len(SEVERITIES)
 
     return run
 
@@ -189,6 +214,13 @@ def main(argv: list[str] | None = None) -> str:
             f"ours 224px {fmt(cells['o224']):>7}  theirs {fmt(cells['t224']):>7}",
             flush=True,
         )
+    pillow = []
+    if "pixelate" in args.corruptions:
+        for size, table, imgs in ((32, "cifar", x32), (224, "imagenet", x224)):
+            mine = rate(ours("pixelate", imgs, table), args.repeats, args.budget)
+            ref = rate(pillow_pixelate(imgs, table), args.repeats, args.budget)
+            pillow.append((size, table, mine, ref))
+            print(f"pixelate {size}px: ours {fmt(mine)}  Pillow {fmt(ref)}", flush=True)
     elapsed = time.perf_counter() - t_start
 
     def ratio(a: float | str | None, b: float | str | None) -> str:
@@ -225,6 +257,18 @@ def main(argv: list[str] | None = None) -> str:
         + f" At these rates CIFAR-10-C (15 x 5 x 10,000 images) takes about {total / 60:.1f} min"
         + (" (for the corruptions timed)." if len(rows) < len(CORRUPTIONS) else "."),
     ]
+    if pillow:
+        lines += [
+            "",
+            "Pixelate against the reference generator's call (Pillow `resize(BOX)` down and up, "
+            "one PIL image at a time, the table's factors; only the two resizes timed), on the "
+            "same images, timed back to back:",
+            "",
+            "| size (table) | ours | Pillow | speed-up |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for size, table, mine, ref in pillow:
+            lines.append(f"| {size} px ({table}) | {fmt(mine)} | {fmt(ref)} | {ratio(mine, ref)} |")
     return publish(lines, args.out)
 
 

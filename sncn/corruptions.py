@@ -33,14 +33,16 @@ the same behaviour without those packages.
 * defocus_blur: the disk kernel (anti-aliased with OpenCV's ``GaussianBlur``, reflect-101 border)
   is rebuilt in NumPy to the same numbers; ``cv2.filter2D`` becomes ``conv2d`` with the same
   reflect-101 border. Checked: within 1e-7 of OpenCV at every severity of both tables.
-* glass_blur: the reference swaps pixels one at a time, in reverse raster order, each with a
-  neighbour at offsets drawn from ``[-max_delta, max_delta - 1]``; a swap can move a pixel that
-  an earlier swap already moved, so pixels drift up and left. We keep exactly these sequential
-  semantics (the same offsets give the same result) but run the swaps as batched gathers along
-  anti-diagonal wavefronts: swaps whose neighbourhoods overlap keep their order, and the ones in
-  one wavefront touch disjoint pixels, so they commute (see :func:`glass_shuffle`). The two
-  Gaussian blurs (scikit-image ``gaussian``, ``truncate=4``, ``mode="nearest"``) are exact matrix
-  products. Checked: the permutation equals the reference loop's; the blurs equal scikit-image's.
+* glass_blur: the reference visits the pixels one at a time, in reverse raster order, with a
+  neighbour at offsets drawn from ``[-max_delta, max_delta - 1]``, and "swaps" them with a tuple
+  assignment on ``(H, W, 3)`` NumPy views, which copies: the visited pixel takes the neighbour's
+  value and the neighbour keeps it (content drifts by about half a pixel, values are duplicated).
+  We keep exactly these sequential copy semantics (the same offsets give the same result) and
+  resolve each pass at once by pointer doubling (see :func:`glass_shuffle`); ``swap="exchange"``
+  makes the true exchange instead (a permutation, with more high-frequency energy), run as
+  batched wavefronts of commuting exchanges. The two Gaussian blurs (scikit-image ``gaussian``,
+  ``truncate=4``, ``mode="nearest"``) are exact matrix products. Checked: the blurs equal
+  scikit-image's; the tests replay the reference's loop on ``(H, W, 3)`` arrays.
 * motion_blur: ImageMagick's ``MotionBlurImage`` (through Wand) is reimplemented: a one-sided
   Gaussian of ``2 * ceil(radius) + 1`` taps along the angle, integer offsets rounded as
   ImageMagick does, edge pixels repeated. The ``imagecorruptions`` port instead stops adding taps
@@ -49,8 +51,9 @@ the same behaviour without those packages.
   at several angles and radii.
 * zoom_blur: scipy's ``zoom(order=1)`` of the centre crop, trimmed to size, is rebuilt as the same
   bilinear resampling (a dense linear operator at small sizes, ``grid_sample`` at large ones).
-  The zoom factors are the reference's ``np.arange`` values, rounded to two decimals. Checked:
-  within 1e-5 of scipy at both sizes.
+  The zoom factors are the reference's ``np.arange`` values as floats, unrounded (CIFAR's last
+  one, 1.2500000000000002, zooms to 33 px, 1.25 would give 32). Checked: within 1e-5 of scipy at
+  both sizes.
 * snow: as the reference (normal layer, clipped zoom, threshold, motion blur at an angle in
   ``[-135, -45]`` degrees, greyscale lift, layer plus its 180-degree rotation), with the motion
   blur above.
@@ -134,6 +137,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
+#: Glass blur's pixel moves (:func:`glass_shuffle`): ``"copy"`` as the reference generator's numpy
+#: tuple swap behaves on ``(H, W, 3)`` arrays, ``"exchange"`` a true swap.
+GLASS_SWAPS: tuple[str, ...] = ("copy", "exchange")
+
 #: The frost photographs of the reference, in its order (frost6 is never drawn, as there).
 FROST_FILES: tuple[str, ...] = (
     "frost1.png",
@@ -199,10 +206,12 @@ class Elastic(NamedTuple):
     affine: float  # the three affine control points move by up to this (px)
 
 
-def _arange2(stop: float, step: float) -> tuple[float, ...]:
-    # The zoom factors as np.arange(1, stop, step) makes them (including its float overshoot:
-    # np.arange(1, 1.06, 0.01) ends at 1.06), rounded to two decimals.
-    return tuple(round(float(v), 2) for v in np.arange(1, stop, step))
+def _arange(stop: float, step: float) -> tuple[float, ...]:
+    # The zoom factors exactly as np.arange(1, stop, step) makes them, float error included:
+    # np.arange(1, 1.06, 0.01) overshoots to 7 values (up to 1.06), and the last factor of
+    # np.arange(1, 1.26, 0.01), 1.2500000000000002, zooms 26 px to round(32.50000000000001) =
+    # 33 px where 1.25 would give 32.
+    return tuple(float(v) for v in np.arange(1, stop, step))
 
 
 #: The parameter tables, ``TABLES[table][corruption][severity - 1]``. ``"cifar"`` holds the numbers
@@ -219,7 +228,7 @@ TABLES: dict[str, dict[str, tuple]] = {
             Glass(*c) for c in [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)]
         ),
         "motion_blur": tuple(Motion(*c) for c in [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)]),
-        "zoom_blur": tuple(Zoom(_arange2(stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
+        "zoom_blur": tuple(Zoom(_arange(stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
         "snow": tuple(
             Snow(*c)
             for c in [
@@ -261,7 +270,7 @@ TABLES: dict[str, dict[str, tuple]] = {
         ),
         "motion_blur": tuple(Motion(*c) for c in [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]),
         "zoom_blur": tuple(
-            Zoom(_arange2(stop, step))
+            Zoom(_arange(stop, step))
             for stop, step in [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)]
         ),
         "snow": tuple(
@@ -594,16 +603,17 @@ def defocus_blur(x: torch.Tensor, radius: float, alias_blur: float) -> torch.Ten
 
 
 def glass_schedule(h: int, w: int, max_delta: int) -> list[torch.Tensor]:
-    """Group the reference's sequential pixel swaps into wavefronts of commuting swaps.
+    """Group the reference's sequential pixel exchanges into wavefronts of commuting steps.
 
-    The reference visits ``(r, c)`` for ``r = h - d, ..., d + 1`` and, inside each row,
-    ``c = w - d, ..., d + 1`` (``d = max_delta``), and swaps the pixel there with the one at
-    ``(r + dy, c + dx)``, ``dy, dx`` in ``[-d, d - 1]``. A swap only touches the box
-    ``[r - d, r + d - 1] x [c - d, c + d - 1]``; two swaps whose boxes are disjoint commute. Step
-    ``t = 2 d (h - d - r) + (w - d - c)`` keeps the order of every overlapping pair (same row: by
-    column; rows less than ``2 d`` apart: the later row gets a larger ``t`` even ``2 d - 1`` columns
-    to the right), and swaps sharing a ``t`` are ``2 d`` or more columns apart, hence disjoint.
-    Running the steps in order, each as one batched swap, therefore reproduces the sequential loop.
+    Used by :func:`glass_shuffle` with ``swap="exchange"``. The visits are ``(r, c)`` for
+    ``r = h - d, ..., d + 1`` and, inside each row, ``c = w - d, ..., d + 1`` (``d = max_delta``);
+    each exchanges the pixel there with the one at ``(r + dy, c + dx)``, ``dy, dx`` in
+    ``[-d, d - 1]``. An exchange only touches the box ``[r - d, r + d - 1] x [c - d, c + d - 1]``;
+    two exchanges whose boxes are disjoint commute. Step ``t = 2 d (h - d - r) + (w - d - c)``
+    keeps the order of every overlapping pair (same row: by column; rows less than ``2 d`` apart:
+    the later row gets a larger ``t`` even ``2 d - 1`` columns to the right), and exchanges sharing
+    a ``t`` are ``2 d`` or more columns apart, hence disjoint. Running the steps in order, each as
+    one batched exchange, therefore reproduces the sequential loop.
 
     Args:
         h: image height.
@@ -611,8 +621,8 @@ def glass_schedule(h: int, w: int, max_delta: int) -> list[torch.Tensor]:
         max_delta: the table's ``max_delta``.
 
     Returns:
-        For each step, the visit indices (positions in the reference's visit order, which is
-        also the order of the drawn offsets) of the swaps made at that step.
+        For each step, the visit indices (positions in the visit order, which is also the order
+        of the drawn offsets) of the exchanges made at that step.
     """
     return list(_glass_schedule(h, w, max_delta))
 
@@ -632,6 +642,39 @@ def _glass_schedule(h: int, w: int, d: int) -> tuple[torch.Tensor, ...]:
     return tuple(g for g in torch.split(order, counts) if g.numel())
 
 
+def _glass_copy_pass(shift: torch.Tensor, pos: torch.Tensor, hw: int, rounds: int) -> torch.Tensor:
+    """Where each pixel reads from after one pass of copies ``x[p] <- x[p + shift]``.
+
+    The pass visits the flat positions ``pos`` in order (descending). A visit writes only its own
+    pixel, so ``p`` reads the pass's final value of ``q = p + shift`` if ``q`` was visited before
+    ``p`` (``q > p`` and ``q`` in ``pos``), else the value ``q`` had before the pass. With the
+    positions after the pass as nodes ``0 .. hw - 1`` and those before it as the terminal nodes
+    ``hw .. 2 hw - 1``, every node points to what it reads, and pointer doubling resolves the
+    chains: up to ``rounds`` steps (``2 ** rounds`` links), stopping once every node is resolved.
+
+    Args:
+        shift: ``(n, P)`` flat offsets ``dy * w + dx`` of the visits.
+        pos: ``(P,)`` flat positions of the visits, in visit order.
+        hw: number of pixels.
+        rounds: the most doubling steps (chains are much shorter than ``2 ** rounds`` links).
+
+    Returns:
+        ``(n, hw)`` int64: after the pass, position ``j`` holds what was at ``src[j]`` before it.
+    """
+    n = shift.shape[0]
+    visited = torch.zeros(hw, dtype=torch.bool, device=pos.device)
+    visited[pos] = True
+    q = pos + shift  # (n, P)
+    written = visited[q] & (q > pos)  # q's visit came first: p reads q's new value
+    ptr = torch.arange(hw, 2 * hw, device=pos.device).repeat(n, 2)  # (n, 2 hw): all read old
+    ptr[:, pos] = torch.where(written, q, q + hw)
+    for _ in range(rounds):
+        if not bool((ptr[:, :hw] < hw).any()):
+            break
+        ptr[:, :hw] = ptr.gather(1, ptr[:, :hw])
+    return ptr[:, :hw] - hw
+
+
 def glass_shuffle(
     h: int,
     w: int,
@@ -642,27 +685,41 @@ def glass_shuffle(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     offsets: torch.Tensor | None = None,
+    swap: str = "copy",
 ) -> torch.Tensor:
-    """The pixel permutation of the reference's glass-blur shuffle, for ``n`` images at once.
+    """Where each pixel comes from after the reference's glass-blur shuffle, for ``n`` images.
+
+    The shuffle visits ``(r, c)`` for ``r = h - d, ..., d + 1`` and, inside each row,
+    ``c = w - d, ..., d + 1`` (``d = max_delta``), ``iterations`` times, with a fresh offset
+    ``(dx, dy)`` in ``[-d, d - 1]^2`` at every visit. With ``swap="copy"`` a visit sets the pixel
+    to the value at ``(r + dy, c + dx)`` and leaves that one as it is (what the reference's tuple
+    swap does on ``(H, W, 3)`` NumPy views: both sides are views, so the second assignment copies
+    back the value just written), so values can be duplicated or lost; one pass is resolved at
+    once by pointer doubling (:func:`_glass_copy_pass`). With ``swap="exchange"`` the two pixels
+    are exchanged, which makes a permutation; the visits run in wavefronts of commuting exchanges
+    (:func:`glass_schedule`). Both equal the sequential loop for the same offsets.
 
     Args:
         h: image height.
         w: image width.
-        max_delta: swap offsets are drawn from ``[-max_delta, max_delta - 1]``.
+        max_delta: offsets are drawn from ``[-max_delta, max_delta - 1]``.
         iterations: passes over the image.
         n: number of images.
         generator: source of randomness (unused when ``offsets`` is given).
-        device: where to build the permutation.
-        offsets: optional ``(n, iterations, P, 2)`` integer offsets ``(dx, dy)`` in the
-            reference's visit order (``P = (h - 2 d) (w - 2 d)``), to replay given draws.
+        device: where to build the index.
+        offsets: optional ``(n, iterations, P, 2)`` integer offsets ``(dx, dy)`` in visit order
+            (``P = (h - 2 d) (w - 2 d)``), to replay given draws.
+        swap: ``"copy"`` (the reference's behaviour) or ``"exchange"`` (a true swap).
 
     Returns:
-        ``(n, h * w)`` int64 ``perm``: the shuffled image is ``x.flatten(-2)[..., perm]``, i.e.
-        position ``j`` holds the pixel that was at ``perm[j]``.
+        ``(n, h * w)`` int64 ``src``: the shuffled image is ``x.flatten(-2)[..., src]``, i.e.
+        position ``j`` holds the pixel that was at ``src[j]``. A permutation for ``"exchange"``.
 
     Reference:
         ``glass_blur`` of hendrycks/robustness ``make_cifar_c.py`` (the nested swap loop).
     """
+    if swap not in GLASS_SWAPS:
+        raise ValueError(f"unknown swap {swap!r}; expected one of {GLASS_SWAPS}.")
     d = max_delta
     device = torch.device(device)
     rows = torch.arange(h - d, d, -1, device=device)
@@ -673,18 +730,24 @@ def glass_shuffle(
         offsets = _randint(-d, d, (n, iterations, p_count, 2), generator, device)
     offsets = offsets.to(device)
     dflat = offsets[..., 1] * w + offsets[..., 0]  # (n, iterations, P): dy * w + dx
-    perm = torch.arange(h * w, device=device).repeat(n, 1)  # (n, h*w)
+    src = torch.arange(h * w, device=device).repeat(n, 1)  # (n, h*w)
+    if swap == "copy":
+        # Offsets are < d on both axes, so a read lands on an earlier visit only if d > 1.
+        rounds = max(p_count - 1, 1).bit_length() if d > 1 else 0
+        for it in range(iterations):
+            src = src.gather(1, _glass_copy_pass(dflat[:, it], pos, h * w, rounds))
+        return src
     steps = [s.to(device) for s in _glass_schedule(h, w, d)]
     for it in range(iterations):
         shift = dflat[:, it]  # (n, P)
         for v in steps:
             p = pos[v]  # (S,)
             q = p[None, :] + shift[:, v]  # (n, S)
-            a = perm[:, p]  # (n, S)
-            b = perm.gather(1, q)  # (n, S)
-            perm[:, p] = b
-            perm.scatter_(1, q, a)
-    return perm
+            a = src[:, p]  # (n, S)
+            b = src.gather(1, q)  # (n, S)
+            src[:, p] = b
+            src.scatter_(1, q, a)
+    return src
 
 
 def glass_blur(
@@ -694,15 +757,19 @@ def glass_blur(
     iterations: int,
     *,
     generator: torch.Generator | None = None,
+    swap: str = "copy",
 ) -> torch.Tensor:
     """Glass blur: Gaussian blur, local pixel shuffle (:func:`glass_shuffle`), Gaussian blur.
 
     Args:
         x: ``(N, 3, H, W)`` float images in ``[0, 1]``.
         sigma: sigma of both Gaussian blurs (scikit-image ``gaussian``, ``mode="nearest"``).
-        max_delta: swap offsets are drawn from ``[-max_delta, max_delta - 1]``.
+        max_delta: shuffle offsets are drawn from ``[-max_delta, max_delta - 1]``.
         iterations: passes of the shuffle.
         generator: source of randomness.
+        swap: ``"copy"`` (each visited pixel takes its neighbour's value, as the reference's
+            tuple swap on NumPy views does) or ``"exchange"`` (the two pixels trade places, a
+            permutation with more high-frequency energy); see :func:`glass_shuffle`.
 
     Returns:
         The blurred images, clipped to ``[0, 1]``.
@@ -712,8 +779,10 @@ def glass_blur(
     """
     n, c, h, w = x.shape
     y = gaussian_blur(x, sigma)
-    perm = glass_shuffle(h, w, max_delta, iterations, n, generator=generator, device=x.device)
-    y = y.reshape(n, c, h * w).gather(2, perm[:, None, :].expand(n, c, h * w))
+    src = glass_shuffle(
+        h, w, max_delta, iterations, n, generator=generator, device=x.device, swap=swap
+    )
+    y = y.reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w))
     return gaussian_blur(y.reshape(n, c, h, w), sigma).clamp(0, 1)
 
 
@@ -1323,23 +1392,94 @@ def _box_taps(n_in: int, n_out: int, fixed_point: bool) -> tuple[torch.Tensor, t
     return idx, (wts.to(torch.int32) if fixed_point else wts)
 
 
+def _take(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.index_select(dim, idx)`` for ``dim`` -1 or -2.
+
+    Along the last dim it is a ``gather`` with an expanded index, several times faster than
+    ``index_select`` there on the CPU.
+    """
+    idx = idx.to(x.device)
+    if dim == -2:
+        return x.index_select(-2, idx)
+    return x.gather(-1, idx.expand(*x.shape[:-1], idx.numel()))
+
+
 def _resample(x: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor, dim: int) -> torch.Tensor:
     """``sum_t wts[:, t] * x.index_select(dim, idx[:, t])`` along ``dim`` (-1 or -2)."""
-    idx = idx.to(x.device)
     wts = wts.to(device=x.device, dtype=x.dtype)
     out = torch.zeros((), device=x.device, dtype=x.dtype)
     for t in range(idx.shape[1]):
         w = wts[:, t] if dim == -1 else wts[:, t, None]
-        out = out + x.index_select(dim, idx[:, t]) * w
+        out = out + _take(x, idx[:, t], dim) * w
     return out
+
+
+class _BoxPlan(NamedTuple):
+    taps: tuple[torch.Tensor, ...]  # (n_out,) input index of each output's tap t
+    masks: tuple[torch.Tensor | None, ...]  # (n_out,) uint8, 0 where tap t is padding; None: none
+    weight: torch.Tensor  # (n_out,) int32 fixed-point weight, the same for every tap of a run
+    stride: int  # k when output i sums inputs k i .. k i + k - 1 (integral factor), else 0
+    copy: bool  # one tap of weight one: the pass copies pixels
+
+
+@functools.lru_cache(maxsize=64)
+def _box_plan(n_in: int, n_out: int) -> _BoxPlan:
+    # A BOX row averages a run of consecutive inputs with equal weights (1 / run length).
+    idx, wts = _box_taps(n_in, n_out, True)
+    n_taps = idx.shape[1]
+    used = wts != 0  # (n_out, T)
+    k = n_in // n_out
+    blocks = torch.arange(n_out)[:, None] * k + torch.arange(k)
+    return _BoxPlan(
+        taps=tuple(idx[:, t].contiguous() for t in range(n_taps)),
+        masks=tuple(
+            None if bool(used[:, t].all()) else used[:, t].to(torch.uint8) for t in range(n_taps)
+        ),
+        weight=wts[:, 0].contiguous(),
+        stride=k if k * n_out == n_in and n_taps == k and torch.equal(idx, blocks) else 0,
+        copy=n_taps == 1 and bool((wts == 1 << _PIL_PRECISION_BITS).all()),
+    )
+
+
+def _box_pass_uint8(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    """One Pillow 8-bit BOX pass along ``dim`` (-1 or -2): uint8 in, uint8 out.
+
+    Each output is ``(s * w + 2^21) >> 22`` clipped to 255, with ``s`` the sum of its run of
+    inputs and ``w`` Pillow's 22-bit weight of one tap; equal to Pillow's ``sum_t x_t * w``.
+    """
+    plan = _box_plan(x.shape[dim], n_out)
+    if plan.copy:  # (x * 2^22 + 2^21) >> 22 == x
+        return _take(x, plan.taps[0], dim)
+    n_taps = len(plan.taps)
+    y = x.to(torch.int16 if n_taps * 255 <= torch.iinfo(torch.int16).max else torch.int32)
+    if plan.stride:  # integral factor: strided slices instead of gathers
+        k = plan.stride
+        parts = [y[..., t::k] if dim == -1 else y[..., t::k, :] for t in range(k)]
+        acc = parts[0] + parts[1]
+        for part in parts[2:]:
+            acc.add_(part)
+    else:
+        acc = _take(y, plan.taps[0], dim)
+        for tap, mask in zip(plan.taps[1:], plan.masks[1:], strict=True):
+            g = _take(y, tap, dim)
+            if mask is not None:  # runs shorter than this tap
+                m = mask.to(x.device)
+                g.mul_(m if dim == -1 else m[:, None])
+            acc.add_(g)
+    w = plan.weight.to(x.device)
+    acc = acc.to(torch.int32).mul_(w if dim == -1 else w[:, None])
+    acc.add_(1 << (_PIL_PRECISION_BITS - 1)).bitwise_right_shift_(_PIL_PRECISION_BITS)
+    return acc.clamp_(max=255).to(torch.uint8)
 
 
 def pixelate(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Pixelate: BOX-resize to ``int(size * factor)`` and BOX-resize back, width first.
 
     uint8 images go through Pillow's 8-bit arithmetic exactly (22-bit fixed-point weights, a
-    rounding to integers after each of the four passes), so the output equals Pillow's; float
-    images are resampled with the same weights, without rounding.
+    rounding to integers after each of the four passes), so the output equals Pillow's: a BOX
+    output averages a run of consecutive inputs, so each pass sums the run in 16-bit integers and
+    rounds once; the upscaling passes only copy pixels. Float images are resampled with the same
+    weights, without rounding.
 
     Args:
         x: ``(N, 3, H, W)`` uint8 images, or float images in ``[0, 1]``.
@@ -1356,12 +1496,10 @@ def pixelate(x: torch.Tensor, factor: float) -> torch.Tensor:
     sh, sw = int(h * factor), int(w * factor)
     passes = ((w, sw, -1), (h, sh, -2), (sw, w, -1), (sh, h, -2))
     if x.dtype == torch.uint8:
-        y = x.to(torch.int32)
-        half = 1 << (_PIL_PRECISION_BITS - 1)
-        for n_in, n_out, dim in passes:
-            acc = _resample(y, *_box_taps(n_in, n_out, True), dim)
-            y = ((acc + half) >> _PIL_PRECISION_BITS).clamp(0, 255)
-        return y.to(torch.uint8)
+        y = x
+        for _, n_out, dim in passes:
+            y = _box_pass_uint8(y, n_out, dim)
+        return y
     y = x
     for n_in, n_out, dim in passes:
         y = _resample(y, *_box_taps(n_in, n_out, False), dim)

@@ -97,7 +97,6 @@ def test_table_numbers_match_the_reference_generators():
     # np.arange(1, 1.06, 0.01) overshoots to include 1.06
     assert cifar["zoom_blur"][0].factors == (1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06)
     assert [len(z.factors) for z in cifar["zoom_blur"]] == [7, 12, 16, 21, 26]
-    assert imnet["zoom_blur"][4].factors == tuple(round(1 + 0.03 * i, 2) for i in range(11))
     assert [len(z.factors) for z in imnet["zoom_blur"]] == [12, 16, 11, 13, 11]
     assert cifar["snow"][2] == (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9)
     assert imnet["snow"][4] == (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)
@@ -115,6 +114,17 @@ def test_table_numbers_match_the_reference_generators():
     assert imnet["pixelate"] == (0.6, 0.5, 0.4, 0.3, 0.25)
     assert cifar["jpeg_compression"] == (80, 65, 58, 50, 40)
     assert imnet["jpeg_compression"] == (25, 18, 15, 10, 7)
+
+
+def test_zoom_factors_are_the_unrounded_np_arange_values():
+    cifar_stops = (1.06, 1.11, 1.16, 1.21, 1.26)
+    imnet_ranges = [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)]
+    for z, stop in zip(TABLES["cifar"]["zoom_blur"], cifar_stops, strict=True):
+        assert z.factors == tuple(np.arange(1, stop, 0.01).tolist())
+    for z, (stop, step) in zip(TABLES["imagenet"]["zoom_blur"], imnet_ranges, strict=True):
+        assert z.factors == tuple(np.arange(1, stop, step).tolist())
+    assert TABLES["cifar"]["zoom_blur"][4].factors[-1] == 1.2500000000000002  # not 1.25
+    assert TABLES["imagenet"]["zoom_blur"][4].factors[-1] == 1.3000000000000003
 
 
 def test_default_table_follows_image_size():
@@ -323,8 +333,24 @@ def test_gaussian_blur_matches_scipy_kernel_and_nearest_border():
     torch.testing.assert_close(C.gaussian_blur(x, 0.4), expected)
 
 
-def _sequential_glass(h, w, d, iterations, offsets):
-    """The reference's nested swap loop, literally."""
+def _reference_glass_loop(x, d, iterations, offsets):
+    """The reference's nested loop and its tuple swap, literally, on an (H, W, 3) array."""
+    x = x.copy()
+    h, w = x.shape[:2]
+    for i in range(iterations):
+        k = 0
+        for hh in range(h - d, d, -1):
+            for ww in range(w - d, d, -1):
+                dx, dy = offsets[i, k].tolist()
+                k += 1
+                h_prime, w_prime = hh + dy, ww + dx
+                # swap
+                x[hh, ww], x[h_prime, w_prime] = x[h_prime, w_prime], x[hh, ww]
+    return x
+
+
+def _exchange_loop(h, w, d, iterations, offsets):
+    """The same loop on a 2-D array of positions, where the tuple swap exchanges scalars."""
     img = np.arange(h * w).reshape(h, w)
     for it in range(iterations):
         k = 0
@@ -336,27 +362,84 @@ def _sequential_glass(h, w, d, iterations, offsets):
     return img.reshape(-1)
 
 
-@pytest.mark.parametrize("h,w,d,iterations", [(12, 12, 1, 2), (13, 11, 2, 3), (16, 15, 3, 1)])
-def test_glass_shuffle_equals_the_sequential_swaps(h, w, d, iterations):
+def _glass_cases():
+    # (h, w, max_delta, iterations): every (max_delta, iterations) of both tables, at the table's
+    # size and at small non-square sizes, where the borders are a larger share
+    cases = [(32, 32, d, its) for _, d, its in TABLES["cifar"]["glass_blur"]]
+    cases += [(17, 13, d, its) for _, d, its in TABLES["cifar"]["glass_blur"]]
+    cases += [(23, 29, d, its) for _, d, its in TABLES["imagenet"]["glass_blur"]]
+    return sorted(set(cases)) + [(224, 224, 4, 2)]
+
+
+@pytest.mark.parametrize("h,w,d,iterations", _glass_cases())
+def test_glass_shuffle_equals_the_reference_loop_on_hwc_images(h, w, d, iterations):
     p = (h - 2 * d) * (w - 2 * d)
-    offsets = torch.randint(-d, d, (3, iterations, p, 2), generator=gen(h))
-    perm = C.glass_shuffle(h, w, d, iterations, 3, offsets=offsets)
-    for b in range(3):
+    offsets = torch.randint(-d, d, (2, iterations, p, 2), generator=gen(h + d))
+    src = C.glass_shuffle(h, w, d, iterations, 2, offsets=offsets)
+    x = np.random.default_rng(h).random((2, h, w, 3))  # float64, as the reference's arrays
+    for b in range(2):
+        expected = _reference_glass_loop(x[b], d, iterations, offsets[b].numpy())
         np.testing.assert_array_equal(
-            perm[b].numpy(), _sequential_glass(h, w, d, iterations, offsets[b])
+            x[b].reshape(h * w, 3)[src[b].numpy()], expected.reshape(-1, 3)
         )
 
 
-def test_glass_blur_is_blur_shuffle_blur():
+def test_glass_tuple_swap_copies_on_hwc_arrays():
+    # the statement the reference runs: on (H, W, 3) both sides are views, so it is a copy
+    x = np.arange(12.0).reshape(2, 2, 3)
+    x[0, 0], x[1, 1] = x[1, 1], x[0, 0]
+    np.testing.assert_array_equal(x[0, 0], x[1, 1])
+    np.testing.assert_array_equal(x[1, 1], [9.0, 10.0, 11.0])
+    src = C.glass_shuffle(
+        4, 4, 1, 1, 1, offsets=torch.tensor([[[[0, 0], [0, 0], [-1, 0], [0, -1]]]])
+    )
+    # visits (3, 3), (3, 2), (2, 3), (2, 2) with (dx, dy) as given: (2, 3) takes the value of
+    # (2, 2), then (2, 2) takes that of (1, 2); the old (2, 3) is lost, the (1, 2) doubled
+    assert src[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 6, 10, 12, 13, 14, 15]
+    exchanged = C.glass_shuffle(
+        4, 4, 1, 1, 1, offsets=torch.tensor([[[[0, 0], [0, 0], [-1, 0], [0, -1]]]]), swap="exchange"
+    )
+    assert exchanged[0].tolist() == [0, 1, 2, 3, 4, 5, 11, 7, 8, 9, 6, 10, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize("h,w,d,iterations", [(12, 12, 1, 2), (13, 11, 2, 3), (16, 15, 3, 1)])
+def test_glass_exchange_equals_the_sequential_swaps_of_scalars(h, w, d, iterations):
+    p = (h - 2 * d) * (w - 2 * d)
+    offsets = torch.randint(-d, d, (3, iterations, p, 2), generator=gen(h))
+    perm = C.glass_shuffle(h, w, d, iterations, 3, offsets=offsets, swap="exchange")
+    for b in range(3):
+        np.testing.assert_array_equal(
+            perm[b].numpy(), _exchange_loop(h, w, d, iterations, offsets[b])
+        )
+        assert torch.equal(perm[b].sort().values, torch.arange(h * w))
+
+
+def test_glass_shuffle_draws_the_offsets_in_visit_order():
+    d, its = 2, 3
+    drawn = torch.randint(-d, d, (2, its, 16 * 15, 2), generator=gen(7))
+    for swap in ("copy", "exchange"):
+        a = C.glass_shuffle(20, 19, d, its, 2, generator=gen(7), swap=swap)
+        assert torch.equal(a, C.glass_shuffle(20, 19, d, its, 2, offsets=drawn, swap=swap))
+
+
+@pytest.mark.parametrize("swap", ["copy", "exchange"])
+def test_glass_blur_is_blur_shuffle_blur(swap):
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=gen())
     sigma, d, its = TABLES["cifar"]["glass_blur"][4]
-    y = corrupt(x, "glass_blur", 5, table="cifar", generator=gen(3))
-    perm = C.glass_shuffle(32, 32, d, its, 2, generator=gen(3))
+    y = C.glass_blur(x, sigma, d, its, generator=gen(3), swap=swap)
+    src = C.glass_shuffle(32, 32, d, its, 2, generator=gen(3), swap=swap)
     b = C.gaussian_blur(x, sigma).reshape(2, 3, -1)
-    expected = C.gaussian_blur(b.gather(2, perm[:, None].expand(2, 3, -1)).reshape(x.shape), sigma)
+    expected = C.gaussian_blur(b.gather(2, src[:, None].expand(2, 3, -1)).reshape(x.shape), sigma)
     torch.testing.assert_close(y, expected.clamp(0, 1))
-    for row in perm:
-        assert torch.equal(row.sort().values, torch.arange(32 * 32))
+    if swap == "copy":  # the default: what corrupt() does; pixels are duplicated and lost
+        torch.testing.assert_close(corrupt(x, "glass_blur", 5, table="cifar", generator=gen(3)), y)
+    for row in src:
+        assert (row.unique().numel() == 32 * 32) == (swap == "exchange")
+
+
+def test_glass_shuffle_rejects_unknown_swap():
+    with pytest.raises(ValueError, match="swap"):
+        C.glass_shuffle(8, 8, 1, 1, 1, swap="rotate")
 
 
 def test_motion_taps_follow_imagemagick():
@@ -417,6 +500,12 @@ def test_clipped_zoom_coordinates_follow_scipy_zoom():
     # n = 32, zoom 1.06: ch = ceil(30.19) = 31, zs = round(32.86) = 33, trim 0, top 0
     torch.testing.assert_close(
         C.clipped_zoom_coords(32, 1.06), torch.arange(32, dtype=torch.float64) * 30 / 32
+    )
+    # CIFAR's last factor 1.2500000000000002: ch = ceil(25.6) = 26 from row 3, zoomed to
+    # round(32.50000000000001) = 33 px (1.25 would give round(32.5) = 32), trim 0
+    last = TABLES["cifar"]["zoom_blur"][4].factors[-1]
+    torch.testing.assert_close(
+        C.clipped_zoom_coords(32, last), 3 + torch.arange(32, dtype=torch.float64) * 25 / 32
     )
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=gen())
     torch.testing.assert_close(C.clipped_zoom(x, 1.0), x)
@@ -558,6 +647,16 @@ def _pil_pixelate(x: np.ndarray, factor: float) -> np.ndarray:
     size = x.shape[0]
     small = Image.fromarray(x).resize((int(size * factor),) * 2, Image.BOX)
     return np.asarray(small.resize((size, size), Image.BOX))
+
+
+def test_pixelate_equals_pillow_on_non_square_images():
+    # rows and columns get different runs; 0.5 and 0.25 take the integral-factor path
+    x = torch.randint(0, 256, (3, 3, 40, 56), dtype=torch.uint8, generator=gen(1))
+    for factor in (0.95, 0.6, 0.5, 0.3, 0.25):
+        y = C.pixelate(x, factor).permute(0, 2, 3, 1).numpy()
+        for a, b in zip(x.permute(0, 2, 3, 1).numpy(), y, strict=True):
+            small = Image.fromarray(a).resize((int(56 * factor), int(40 * factor)), Image.BOX)
+            np.testing.assert_array_equal(b, np.asarray(small.resize((56, 40), Image.BOX)))
 
 
 @pytest.mark.parametrize("table,size,n", [("cifar", 32, 8), ("imagenet", 224, 1)])
