@@ -5,7 +5,7 @@ All errors are percentages in [0, 100]. Corruption results are passed around as 
 orders it into a ``(15, 5)`` array and :func:`table_rows` turns it into printable rows.
 
 Reference:
-    Huang et al., "SelfNorm and CrossNorm for Out-of-Distribution Robustness", Sec. 4 "Metric";
+    Tang et al., "SelfNorm and CrossNorm for Out-of-Distribution Robustness", Sec. 4 "Metric";
     Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
     Perturbations", ICLR 2019 (CE, mCE, relative mCE).
 """
@@ -23,6 +23,7 @@ from torch import Tensor
 from sncn.corruptions import CORRUPTIONS
 
 __all__ = [
+    "ABSENT",
     "ALEXNET_CLEAN_ERROR",
     "ALEXNET_ERRORS",
     "CORRUPTIONS",
@@ -355,34 +356,66 @@ def table_rows(
 # Segmentation: mIoU over a whole dataset
 
 
-def iou_from_confusion(confusion: np.ndarray | Tensor) -> np.ndarray:
+#: How a class absent from both targets and predictions enters the mean IoU: ``"zero"`` (its IoU
+#: is 0 and the mean runs over all K classes: the released evaluation) or ``"skip"`` (left out of
+#: the mean).
+ABSENT = ("zero", "skip")
+
+
+def _check_absent(absent: str) -> None:
+    if absent not in ABSENT:
+        raise ValueError(f"absent must be one of {ABSENT}, got {absent!r}.")
+
+
+def iou_from_confusion(confusion: np.ndarray | Tensor, absent: str = "zero") -> np.ndarray:
     """Per-class IoU from a confusion matrix.
 
     ``IoU_k = C_kk / (sum_j C_kj + sum_i C_ik - C_kk)`` (rows: target, columns: prediction).
+    A class absent from both targets and predictions has union 0: its IoU is 0 with
+    ``absent="zero"`` and NaN with ``absent="skip"``.
 
     Args:
         confusion: ``(K, K)`` counts, ``confusion[target, prediction]``.
+        absent: ``"zero"`` or ``"skip"`` (:data:`ABSENT`).
 
     Returns:
-        float64 ``(K,)`` in percent; NaN for a class absent from both targets and predictions.
+        float64 ``(K,)`` in percent.
+
+    Reference:
+        ``intersectionAndUnion`` in ``segmentation/util/util.py`` and ``validate`` in
+        ``segmentation/tool/train_cnsn.py`` of the released code (``intersection / (union +
+        1e-10)``, which is 0 for an absent class).
     """
+    _check_absent(absent)
     c = torch.as_tensor(confusion).double().cpu().numpy()
     intersection = np.diag(c)  # (K,)
     union = c.sum(axis=1) + c.sum(axis=0) - intersection  # (K,)
+    fill = 0.0 if absent == "zero" else np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, 100.0 * intersection / union, np.nan)
+        return np.where(union > 0, 100.0 * intersection / union, fill)
 
 
-def miou_from_confusion(confusion: np.ndarray | Tensor) -> float:
-    """Mean IoU over the classes present in targets or predictions, in percent.
+def miou_from_confusion(confusion: np.ndarray | Tensor, absent: str = "zero") -> float:
+    """Mean IoU in percent.
+
+    ``absent="zero"``: the mean over all K classes, a class absent from both targets and
+    predictions counting 0 (so an empty matrix gives 0). ``absent="skip"``: the mean over the
+    classes present in targets or predictions (NaN for an empty matrix).
 
     Args:
         confusion: ``(K, K)`` counts, ``confusion[target, prediction]``.
+        absent: ``"zero"`` or ``"skip"`` (:data:`ABSENT`).
 
     Returns:
-        The mIoU in percent (NaN if the matrix is empty).
+        The mIoU in percent.
+
+    Reference:
+        ``mIoU = np.mean(iou_class)`` in ``validate``, ``segmentation/tool/train_cnsn.py`` of
+        the released code (the ``"zero"`` definition).
     """
-    iou = iou_from_confusion(confusion)
+    iou = iou_from_confusion(confusion, absent)
+    if absent == "zero":
+        return float(iou.mean())
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
@@ -390,7 +423,8 @@ class ConfusionMatrix:
     """Accumulates a ``(K, K)`` confusion matrix over a dataset, for mIoU.
 
     Pixels whose target is ``ignore_index`` are skipped. The IoU of a class is the dataset's
-    summed intersection over its summed union (not a mean of per-image IoUs).
+    summed intersection over its summed union (not a mean of per-image IoUs), as in the released
+    evaluation; :meth:`iou` and :meth:`miou` take ``absent`` (:data:`ABSENT`).
 
     Args:
         num_classes: K.
@@ -425,10 +459,12 @@ class ConfusionMatrix:
             raise ValueError(f"labels outside [0, {k}) besides ignore_index {self.ignore_index}")
         self.matrix += torch.bincount(t * k + p, minlength=k * k).view(k, k)
 
-    def iou(self) -> np.ndarray:
-        """Per-class IoU in percent (NaN for classes absent from targets and predictions)."""
-        return iou_from_confusion(self.matrix)
+    def iou(self, absent: str = "zero") -> np.ndarray:
+        """Per-class IoU in percent (:func:`iou_from_confusion`): a class absent from targets
+        and predictions gets 0 (``absent="zero"``) or NaN (``"skip"``)."""
+        return iou_from_confusion(self.matrix, absent)
 
-    def miou(self) -> float:
-        """Mean IoU in percent over the classes present in targets or predictions."""
-        return miou_from_confusion(self.matrix)
+    def miou(self, absent: str = "zero") -> float:
+        """Mean IoU in percent (:func:`miou_from_confusion`): over all classes, absent ones
+        counting 0 (``absent="zero"``), or over the classes present (``"skip"``)."""
+        return miou_from_confusion(self.matrix, absent)

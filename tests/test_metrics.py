@@ -114,10 +114,21 @@ def test_miou_with_ignored_label_by_hand():
     assert cm.miou() == pytest.approx(100 / 3)
 
 
-def test_miou_excludes_classes_absent_from_prediction_and_target():
-    cm = M.ConfusionMatrix(num_classes=4)  # class 3 never appears
+def test_miou_counts_an_absent_class_as_zero_by_default_and_can_skip_it():
+    cm = M.ConfusionMatrix(num_classes=4)  # class 3 is in neither targets nor predictions
     cm.update(torch.tensor([[0, 1, 1], [1, 0, 0]]), torch.tensor([[0, 0, 1], [1, 255, 2]]))
-    assert math.isnan(cm.iou()[3]) and cm.miou() == pytest.approx(100 / 3)
+    # IoU_0 = 1/3, IoU_1 = 2/3, IoU_2 = 0 (in targets, never predicted), IoU_3: union 0
+    np.testing.assert_allclose(cm.iou(), [100 / 3, 200 / 3, 0.0, 0.0])
+    assert cm.miou() == pytest.approx((100 / 3 + 200 / 3 + 0 + 0) / 4) == pytest.approx(25.0)
+    skipped = cm.iou(absent="skip")
+    assert math.isnan(skipped[3]) and np.allclose(skipped[:3], [100 / 3, 200 / 3, 0.0])
+    assert cm.miou(absent="skip") == pytest.approx((100 / 3 + 200 / 3 + 0) / 3)
+    # the released evaluation: mean of intersection / (union + 1e-10) over all classes
+    c = cm.matrix.double().numpy()
+    inter, union = np.diag(c), c.sum(0) + c.sum(1) - np.diag(c)
+    assert cm.miou() == pytest.approx(100 * np.mean(inter / (union + 1e-10)))
+    with pytest.raises(ValueError, match="absent"):
+        cm.miou(absent="nan")
 
 
 def test_miou_accumulates_intersections_and_unions_over_the_dataset():
@@ -128,7 +139,8 @@ def test_miou_accumulates_intersections_and_unions_over_the_dataset():
     np.testing.assert_allclose(cm.iou(), [200 / 3, 50.0])
     assert cm.miou() == pytest.approx((200 / 3 + 50) / 2)
     assert M.miou_from_confusion(np.array([[2, 1], [0, 1]])) == pytest.approx(cm.miou())
-    assert math.isnan(M.miou_from_confusion(np.zeros((3, 3))))
+    assert M.miou_from_confusion(np.zeros((3, 3))) == 0.0  # every class absent: all count 0
+    assert math.isnan(M.miou_from_confusion(np.zeros((3, 3)), absent="skip"))
 
 
 def test_confusion_matrix_rejects_bad_labels():

@@ -17,6 +17,8 @@ from sncn.data.segmentation import (
     NUM_CLASSES,
     CityscapesSegmentation,
     augment,
+    gaussian_blur,
+    gaussian_kernel1d,
     gta5_quarter,
     label_id_table,
     normalize_images,
@@ -202,7 +204,7 @@ def test_augment_without_scale_rotation_or_crop_is_identity_or_mirror():
     x, y = street_scenes(4, "realistic", seed=0, size=(32, 48))
     x = normalize_images(x)
     g = torch.Generator().manual_seed(0)
-    out, lab = augment(x, y, (32, 48), scale=(1, 1), rotate=(0, 0), generator=g)
+    out, lab = augment(x, y, (32, 48), scale=(1, 1), rotate=(0, 0), generator=g, blur_prob=0)
     for i in range(4):
         same = torch.equal(lab[i], y[i]) and torch.allclose(out[i], x[i], atol=1e-5)
         mirrored = torch.equal(lab[i], y[i].flip(-1)) and torch.allclose(
@@ -224,6 +226,68 @@ def test_augment_pads_with_ignore_and_keeps_labels_valid():
     again = augment(normalize_images(x), y, (48, 48), scale=(0.5, 0.6), rotate=(-10, 10),
                     generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert torch.equal(again[1], lab)
+
+
+def test_blur_kernel_is_opencvs_for_sigma_zero():
+    # cv2.GaussianBlur(image, (5, 5), 0) (released RandomGaussianBlur): OpenCV's fixed table
+    assert gaussian_kernel1d(5).tolist() == [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
+    assert gaussian_kernel1d(3).tolist() == [0.25, 0.5, 0.25]
+    # not the sampled Gaussian of OpenCV's sigma formula 0.3 * ((5 - 1) / 2 - 1) + 0.8 = 1.1
+    assert not torch.allclose(gaussian_kernel1d(5), gaussian_kernel1d(5, sigma=1.1), atol=1e-3)
+    # beyond the table (k = 9): that formula's sigma, 0.3 * 3 + 0.8 = 1.7, as torchvision blurs
+    from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
+
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(gaussian_blur(x, 9), tv_gaussian_blur(x, [9, 9], [1.7, 1.7]), atol=1e-6)
+    assert torch.allclose(gaussian_blur(x, 5, 1.1), tv_gaussian_blur(x, [5, 5], [1.1, 1.1]),
+                          atol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="odd"):
+        gaussian_kernel1d(4)
+
+
+def test_gaussian_blur_by_hand_with_mirrored_borders():
+    x = torch.zeros(1, 1, 7, 7)
+    x[0, 0, 3, 3] = 1  # an impulse in the middle: the 2-D kernel (1 4 6 4 1)^T (1 4 6 4 1) / 256
+    x[0, 0, 0, 0] = 1  # one in the corner, mirrored about the edge pixel (BORDER_REFLECT_101)
+    out = gaussian_blur(x) * 256
+    outer = torch.tensor([1.0, 4, 6, 4, 1]).outer(torch.tensor([1.0, 4, 6, 4, 1]))
+    assert torch.equal(out[0, 0, 3:6, 1:6], outer[2:])  # rows 3-5 only reach the middle impulse
+    assert torch.equal(out[0, 0, 6], torch.zeros(7))  # 3 rows away from it
+    assert torch.equal(out[0, 0, :2, :2], torch.tensor([[36.0, 24], [24, 16 + 1]]))
+
+
+def test_augment_blurs_half_of_the_samples_before_the_crop():
+    x, y = street_scenes(6, "realistic", seed=0, size=(24, 32))
+    x = normalize_images(x)
+    plain = augment(x, y, (24, 32), scale=(1, 1), rotate=(0, 0), flip=False, blur_prob=0,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    blurred = augment(x, y, (24, 32), scale=(1, 1), rotate=(0, 0), flip=False, blur_prob=1,
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.allclose(plain[0], x, atol=1e-5) and torch.equal(blurred[1], plain[1])
+    # a frame-sized crop: the margin outside the frame reads 0 (the mean), then a valid 5 x 5 blur
+    kernel = gaussian_kernel1d(5).float()
+    zero_padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    by_hand = torch.nn.functional.conv2d(zero_padded, kernel.outer(kernel).expand(3, 1, 5, 5),
+                                         groups=3)  # fmt: skip
+    assert torch.allclose(blurred[0], by_hand, atol=1e-5)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # away from the frame's edge
+    assert torch.allclose(blurred[0][inner], gaussian_blur(x)[inner], atol=1e-5)
+    # a crop inside the frame is blurred with its neighbours outside the crop, not mirrored ones
+    args = dict(crop=(12, 16), scale=(1, 1), rotate=(0, 0), flip=False)
+    sharp = augment(x, y, **args, blur_prob=0, generator=torch.Generator().manual_seed(1))[0]
+    soft = augment(x, y, **args, blur_prob=1, generator=torch.Generator().manual_seed(1))[0]
+    mirrored = gaussian_blur(sharp)
+    assert torch.allclose(soft[inner], mirrored[inner], atol=1e-5)
+    assert not torch.allclose(soft[..., 0], mirrored[..., 0], atol=1e-3)
+    # per sample, probability 1/2 (released RandomGaussianBlur)
+    n = 4000
+    tiny = torch.randn(n, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    labels = torch.zeros(n, 6, 6, dtype=torch.int64)
+    args = dict(crop=(6, 6), scale=(1, 1), rotate=(0, 0), flip=False)
+    on = augment(tiny, labels, **args, generator=torch.Generator().manual_seed(3))[0]
+    off = augment(tiny, labels, **args, blur_prob=0, generator=torch.Generator().manual_seed(3))[0]
+    share = float((on - off).abs().amax((1, 2, 3)).gt(1e-4).float().mean())
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / n)
 
 
 def test_segmentation_batches_drop_last_and_check_size():
@@ -261,9 +325,9 @@ def test_fcn_units_output_stride_and_eval_identity():
     model = create_model("fcn_resnet", depth=14, width=8, cnsn_type="cnsn")
     sn = [m for m in model.modules() if isinstance(m, SelfNorm)]
     cn = [m for m in model.modules() if isinstance(m, CrossNorm)]
-    assert len(sn) == 4 and len(cn) == 5  # one bottleneck per stage, plus the image-level CN
+    assert len(sn) == 4 and len(cn) == 4  # one bottleneck per stage
     assert all(m.crop == "style" and m.instances == 2 for m in cn)
-    assert len(style_layers(model)) == 5
+    assert len(style_layers(model)) == 4
     x = torch.randn(2, 3, 40, 48)
     features = model.net.backbone(x)
     assert features["out"].shape[-2:] == (5, 6)  # output stride 8
@@ -275,6 +339,23 @@ def test_fcn_units_output_stride_and_eval_identity():
     assert sum(isinstance(m, CrossNorm) for m in big.modules()) == 16
     with pytest.raises(ValueError, match="cnsn_type"):
         create_model("fcn_resnet", cnsn_type="se")
+
+
+def test_fcn_default_has_no_image_level_crossnorm_and_the_option_adds_it():
+    # released gtav_fcn50_cnsn.yaml: block_idxs 1_2_3_4, CN after the blocks, none on the image
+    released = create_model("fcn_resnet", depth=14, width=8, cnsn_type="cn")
+    assert released.image_cn is None
+    assert all(name.startswith("net.backbone.layer") for name, _ in style_layers(released))
+    figure14 = create_model("fcn_resnet", depth=14, width=8, cnsn_type="cn", image_cn=True)
+    assert isinstance(figure14.image_cn, CrossNorm) and figure14.image_cn.crop == "style"
+    assert [name for name, _ in style_layers(figure14)][0] == "image_cn"
+    assert len(style_layers(figure14)) == 5
+    sn_only = create_model("fcn_resnet", depth=14, width=8, cnsn_type="sn", image_cn=True)
+    assert sn_only.image_cn is None  # no CrossNorm at all without "cn"
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    figure14.train()
+    figure14.image_cn.active = True
+    assert not torch.equal(figure14.image_cn(x), x)  # the unit re-styles the input images
 
 
 def test_backbone_weights_load_from_a_local_file(tmp_path):
@@ -332,6 +413,22 @@ def test_evaluate_miou_by_hand():
     assert scores["iou"] == pytest.approx([100 / 3, 200 / 3, 50.0])
     assert scores["miou"] == pytest.approx((100 / 3 + 200 / 3 + 50) / 3)
     assert scores["pixel_acc"] == pytest.approx(400 / 6)
+
+
+def test_evaluate_miou_counts_an_absent_class_as_zero_or_skips_it():
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, 255, 255]]])
+    predicted = torch.tensor([[[0, 1, 1, 1], [2, 0, 2, 2]]])
+    # 4 classes, class 3 in neither labels nor predictions: IoU 1/3, 2/3, 1/2 and absent
+    released = evaluate_miou(_FixedPredictor(predicted, 4), torch.zeros(1, 3, 2, 4), target, 4)
+    assert released["miou"] == pytest.approx((100 / 3 + 200 / 3 + 50 + 0) / 4)
+    assert released["iou"][:3] == pytest.approx([100 / 3, 200 / 3, 50.0])
+    assert released["iou"][3] is None  # absent, whichever definition the mean used
+    present = evaluate_miou(_FixedPredictor(predicted, 4), torch.zeros(1, 3, 2, 4), target, 4,
+                            absent="skip")  # fmt: skip
+    assert present["miou"] == pytest.approx((100 / 3 + 200 / 3 + 50) / 3)
+    with pytest.raises(ValueError, match="absent"):
+        evaluate_miou(_FixedPredictor(predicted, 4), torch.zeros(1, 3, 2, 4), target, 4,
+                      absent="present")  # fmt: skip
 
 
 def test_sliding_window_matches_whole_image_for_a_pixelwise_model():
@@ -392,6 +489,21 @@ def test_smoke_run_writes_metrics_reads_back_and_tables(tmp_path):
     assert len(fig.axes) == 2 * 4
     with pytest.raises(ValueError, match="unknown setting"):
         seg.run("baseline", tmp_path, data, overrides={"epoch": 1})
+
+
+def test_segmentation_defaults_follow_the_released_recipe_and_notes_say_so():
+    from sncn.experiments import segmentation as seg
+    from sncn.hparams import SEGMENTATION
+
+    assert SEGMENTATION["image_cn"] is False and SEGMENTATION["miou_absent"] == "zero"
+    assert (SEGMENTATION["blur_prob"], SEGMENTATION["blur_kernel"]) == (0.5, 5)
+    notes = seg.setting_notes()
+    assert notes[0] == "CrossNorm after blocks 1-4 (released config); no image-level unit."
+    assert "Gaussian blur (5 x 5, probability 0.5)" in notes[1]
+    assert "all 19 classes" in notes[2] and "counting 0" in notes[2]
+    other = seg.setting_notes({"image_cn": True, "blur_prob": 0.0, "miou_absent": "skip"})
+    assert "on the input images" in other[0] and "Figure 14" in other[0]
+    assert "no blur" in other[1] and "present" in other[2]
 
 
 def test_frames_decode_on_demand_and_evaluate_like_arrays(tmp_path):

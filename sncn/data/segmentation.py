@@ -23,7 +23,9 @@ sidewalk, buildings, sky, vegetation, cars, persons, poles, signs, ...) rendered
 (``"realistic"``, the Cityscapes stand-in). The layout of scene ``i`` depends only on
 ``(seed, i)``, so the two domains can show the same scenes and differ only in style.
 
-Training augmentation (:func:`augment`) is the paper's: random scale, flip, rotation and crop,
+Training augmentation (:func:`augment`) is that of the released training script
+(``segmentation/tool/train_cnsn.py``): random scale, rotation, Gaussian blur (5 x 5, probability
+1/2, the kernel OpenCV uses: :func:`gaussian_kernel1d`), flip and crop, the geometric ones
 applied to image and label together in one resampling per sample.
 
 Reference:
@@ -61,6 +63,8 @@ __all__ = [
     "GTA5",
     "augment",
     "colorize",
+    "gaussian_blur",
+    "gaussian_kernel1d",
     "gta5_quarter",
     "label_id_table",
     "load_arrays",
@@ -608,6 +612,74 @@ def normalize_images(images: Tensor) -> Tensor:
     return (x - mean) / std
 
 
+#: OpenCV's fixed kernels (``getGaussianKernel``) for odd sizes up to 7 when sigma <= 0.
+_OPENCV_SMALL_KERNELS = {
+    1: (1.0,),
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+}
+
+
+def gaussian_kernel1d(kernel_size: int, sigma: float = 0.0) -> Tensor:
+    """The 1-D smoothing kernel of OpenCV's ``GaussianBlur(image, (k, k), sigma)``.
+
+    With ``sigma <= 0`` and an odd ``kernel_size`` up to 7 it is OpenCV's fixed table (for 5:
+    ``(1, 4, 6, 4, 1) / 16``, the binomial kernel); otherwise the sampled Gaussian
+    ``exp(-x**2 / (2 sigma**2))`` at ``x = -(k-1)/2 .. (k-1)/2``, normalised to sum 1, with
+    ``sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8`` when ``sigma <= 0``.
+
+    Args:
+        kernel_size: odd, >= 1.
+        sigma: standard deviation in pixels; <= 0 derives it from ``kernel_size`` as above.
+
+    Returns:
+        float64 ``(kernel_size,)``, summing to 1.
+
+    Reference:
+        OpenCV, ``cv::getGaussianKernel`` (imgproc, ``smooth.dispatch.cpp``).
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}.")
+    if sigma <= 0 and kernel_size in _OPENCV_SMALL_KERNELS:
+        return torch.tensor(_OPENCV_SMALL_KERNELS[kernel_size], dtype=torch.float64)
+    if sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    x = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def _separable_valid(images: Tensor, kernel: Tensor) -> Tensor:
+    """``images`` ``(N, C, H, W)`` convolved with ``kernel`` ``(k,)`` along W then H, no padding:
+    ``(N, C, H - k + 1, W - k + 1)``."""
+    c, k = images.shape[1], kernel.numel()
+    kernel = kernel.to(images.device, images.dtype)
+    out = F.conv2d(images, kernel.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def gaussian_blur(images: Tensor, kernel_size: int = 5, sigma: float = 0.0) -> Tensor:
+    """OpenCV's ``GaussianBlur(image, (k, k), sigma)`` on float images ``(N, C, H, W)``.
+
+    A separable convolution with :func:`gaussian_kernel1d` in both directions; borders are
+    mirrored without repeating the edge pixel (``F.pad(mode="reflect")``, OpenCV's default
+    ``BORDER_REFLECT_101``). The released training script blurs with ``kernel_size=5,
+    sigma=0``, which is the binomial kernel ``(1, 4, 6, 4, 1) / 16``.
+
+    Args:
+        images: float ``(N, C, H, W)``, H and W larger than ``kernel_size // 2``.
+        kernel_size: odd kernel size.
+        sigma: see :func:`gaussian_kernel1d`.
+
+    Returns:
+        The blurred images, same shape and dtype.
+    """
+    r = kernel_size // 2
+    padded = F.pad(images, (r, r, r, r), mode="reflect") if r else images
+    return _separable_valid(padded, gaussian_kernel1d(kernel_size, sigma))
+
+
 def augment(
     images: Tensor,
     labels: Tensor,
@@ -616,8 +688,10 @@ def augment(
     rotate: tuple[float, float] = (-10.0, 10.0),
     flip: bool = True,
     generator: torch.Generator | None = None,
+    blur_prob: float = 0.5,
+    blur_kernel: int = 5,
 ) -> tuple[Tensor, Tensor]:
-    """The paper's training augmentation on a batch: random scale, rotation, flip and crop.
+    """The released training augmentation on a batch: random scale, rotation, blur, flip, crop.
 
     Each sample is resampled once: the output pixel at offset ``u`` from the crop's centre reads
     the input at ``c + R(angle) (flip * u) / s``, with ``s`` uniform in ``scale``, the angle
@@ -626,24 +700,43 @@ def augment(
     frame is smaller). Images are bilinear, labels nearest; positions outside the frame get
     image value 0 (the mean after :func:`normalize_images`) and label 255 (ignored).
 
+    With probability ``blur_prob`` per sample, the image is then blurred by OpenCV's
+    ``blur_kernel`` x ``blur_kernel`` Gaussian with sigma 0 (:func:`gaussian_kernel1d`) in the
+    scaled, rotated frame before the crop: the crop is resampled with a margin of
+    ``blur_kernel // 2`` pixels on each side and convolved without padding, so pixels at the crop's
+    edge are blurred with their neighbours outside it. Labels are not blurred. The blur draws come
+    after all geometric draws, so the geometry does not depend on ``blur_prob``.
+
     Args:
         images: float ``(N, C, H, W)``, already normalised.
         labels: int64 ``(N, H, W)``.
         crop: output ``(h, w)`` (paper: 713 x 713).
-        scale: range of the scale factor (paper's code: 0.5-2.0).
-        rotate: range of the rotation in degrees (paper's code: -10 to 10).
+        scale: range of the scale factor (released code: 0.5-2.0).
+        rotate: range of the rotation in degrees (released code: -10 to 10).
         flip: random horizontal flips.
         generator: CPU generator for every draw.
+        blur_prob: probability of the blur per sample (released ``RandomGaussianBlur``: 0.5);
+            0 turns it off.
+        blur_kernel: odd kernel size of the blur (released: 5).
 
     Returns:
         ``(images (N, C, h, w), labels (N, h, w))``.
+
+    Reference:
+        ``RandScale``, ``RandRotate``, ``RandomGaussianBlur``, ``RandomHorizontalFlip`` and
+        ``Crop`` in ``segmentation/util/transform.py`` of the released code, in the order of
+        ``segmentation/tool/train_cnsn.py``.
     """
     if images.dim() != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"need images (N, C, H, W) and labels (N, H, W), got "
                          f"{tuple(images.shape)} and {tuple(labels.shape)}.")  # fmt: skip
+    if not 0 <= blur_prob <= 1:
+        raise ValueError(f"blur_prob must be in [0, 1], got {blur_prob}.")
+    kernel = gaussian_kernel1d(blur_kernel) if blur_prob > 0 else None  # checks blur_kernel
     n, _, h_in, w_in = images.shape
     h, w = crop
     dev = images.device
+    r = blur_kernel // 2 if kernel is not None else 0  # margin read for the blur
 
     def uniform(low: float, high: float) -> Tensor:
         return low + (high - low) * torch.rand(n, generator=generator)
@@ -659,18 +752,25 @@ def augment(
         offset = torch.rand(n, generator=generator) * free  # crop origin in scaled pixels
         centre.append(torch.where(scaled > size, (offset + size / 2) / s, extent / 2 + 0 * s))
     cx, cy = centre
-    v = torch.arange(h, dtype=torch.float32) + 0.5 - h / 2  # (h,)
-    u = torch.arange(w, dtype=torch.float32) + 0.5 - w / 2  # (w,)
-    uu = (mirror.view(n, 1, 1) * u.view(1, 1, w)) / s.view(n, 1, 1)  # (n, 1, w)
-    vv = v.view(1, h, 1) / s.view(n, 1, 1)  # (n, h, 1)
+    blurred = torch.rand(n, generator=generator) < blur_prob if r else torch.zeros(n, dtype=bool)
+    v = torch.arange(-r, h + r, dtype=torch.float32) + 0.5 - h / 2  # (h + 2r,)
+    u = torch.arange(-r, w + r, dtype=torch.float32) + 0.5 - w / 2  # (w + 2r,)
+    uu = (mirror.view(n, 1, 1) * u.view(1, 1, -1)) / s.view(n, 1, 1)  # (n, 1, w + 2r)
+    vv = v.view(1, -1, 1) / s.view(n, 1, 1)  # (n, h + 2r, 1)
     cos, sin = angle.cos().view(n, 1, 1), angle.sin().view(n, 1, 1)
-    px = cx.view(n, 1, 1) + cos * uu - sin * vv  # (n, h, w) input x, continuous pixel units
+    px = cx.view(n, 1, 1) + cos * uu - sin * vv  # (n, h+2r, w+2r) input x, continuous pixels
     py = cy.view(n, 1, 1) + sin * uu + cos * vv
     grid = torch.stack([2 * px / w_in - 1, 2 * py / h_in - 1], dim=-1).to(dev)  # align_corners=F
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+    # (n, C, h + 2r, w + 2r): the crop and its margin
+    wide = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)  # fmt: skip
+    out = wide[:, :, r : r + h, r : r + w].clone()
+    if blurred.any():
+        out[blurred.to(dev)] = _separable_valid(wide[blurred.to(dev)], kernel)
+    core = grid[:, r : r + h, r : r + w]  # the crop itself, for the labels
+    lab = F.grid_sample(labels.unsqueeze(1).float(), core, mode="nearest", padding_mode="zeros",
                         align_corners=False)  # fmt: skip
-    lab = F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)  # fmt: skip
+    px, py = px[:, r : r + h, r : r + w], py[:, r : r + h, r : r + w]
     inside = (px >= 0) & (px < w_in) & (py >= 0) & (py < h_in)
     lab = torch.where(inside.to(dev), lab.squeeze(1).round().long(), IGNORE_INDEX)
     return out, lab
@@ -685,6 +785,8 @@ def segmentation_batches(
     *,
     scale: tuple[float, float] = (0.5, 2.0),
     rotate: tuple[float, float] = (-10.0, 10.0),
+    blur_prob: float = 0.5,
+    blur_kernel: int = 5,
     drop_last: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of shuffled, augmented ``(normalised images, labels)`` batches.
@@ -696,6 +798,7 @@ def segmentation_batches(
         batch_size, crop: batch size and crop ``(h, w)``.
         generator: the epoch's generator (order and augmentation).
         scale, rotate: augmentation ranges (:func:`augment`).
+        blur_prob, blur_kernel: the random Gaussian blur (:func:`augment`; released: 0.5, 5).
         drop_last: drop a last incomplete batch (2-instance CrossNorm needs pairs).
     """
     if len(images) < batch_size and drop_last:
@@ -705,4 +808,5 @@ def segmentation_batches(
     for i in range(0, stop, batch_size):
         idx = order[i : i + batch_size]
         x, y = images.take(idx) if isinstance(images, Frames) else (images[idx], labels[idx])
-        yield augment(normalize_images(x), y, crop, scale, rotate, generator=generator)
+        yield augment(normalize_images(x), y, crop, scale, rotate, generator=generator,
+                      blur_prob=blur_prob, blur_kernel=blur_kernel)  # fmt: skip

@@ -14,7 +14,10 @@ Two data sources (:func:`prepare`):
   training and source testing, and the *same* test scenes rendered realistic (textured, re-lit,
   colour-cast, blurred, noisy) as the target. A proxy of the style gap only; tables say so.
 
-Settings: :data:`sncn.hparams.SEGMENTATION` (the paper's §4.2 and its released configuration).
+Settings: :data:`sncn.hparams.SEGMENTATION` (the paper's §4.2 and its released configuration:
+CrossNorm after the bottlenecks of blocks 1-4 and none on the image, the random Gaussian blur in
+the training augmentation, and mIoU over all 19 classes with absent ones counting 0).
+:func:`setting_notes` says which of these choices a run used, for the tables' notes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from sncn.data.segmentation import (
     street_scenes,
 )
 from sncn.hparams import SEGMENTATION
+from sncn.metrics import ABSENT
 from sncn.models import create_model
 from sncn.train import fit
 from sncn.train.segmentation import (
@@ -223,6 +227,8 @@ def run(
     setting = {**SEGMENTATION, **(overrides or {})}
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}.")
+    if setting["miou_absent"] not in ABSENT:
+        raise ValueError(f"miou_absent must be one of {ABSENT}, got {setting['miou_absent']!r}.")
     if METHODS[method][0] is None or "cn" not in METHODS[method][0]:
         setting["cn_prob"] = 0.0  # no CrossNorm to switch
     folder = results.run_dir(results_dir, run_name(method, setting, data.info, seed))
@@ -248,7 +254,9 @@ def run(
     def batches(epoch: int, generator: torch.Generator) -> Iterable:
         return segmentation_batches(train_x, train_y, batch, crop, generator,
                                     scale=tuple(setting["scale"]),
-                                    rotate=tuple(setting["rotate"]))  # fmt: skip
+                                    rotate=tuple(setting["rotate"]),
+                                    blur_prob=setting["blur_prob"],
+                                    blur_kernel=setting["blur_kernel"])  # fmt: skip
 
     start = time.perf_counter()
     history = fit(trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
@@ -262,8 +270,8 @@ def run(
     }
     for domain, (x, y) in (("source", data.source), ("target", data.target)):
         x = x if isinstance(x, Frames) else normalize_images(x)
-        scores = evaluate_miou(trainer, x, y, NUM_CLASSES,
-                               window=setting["eval_window"])  # fmt: skip
+        scores = evaluate_miou(trainer, x, y, NUM_CLASSES, window=setting["eval_window"],
+                               absent=setting["miou_absent"])  # fmt: skip
         metrics.update({f"{domain}_miou": scores["miou"], f"{domain}_iou": scores["iou"],
                         f"{domain}_pixel_acc": scores["pixel_acc"]})  # fmt: skip
     if keep_predictions:
@@ -285,6 +293,45 @@ def run_grid(
 ) -> list[tuple[str, list[dict[str, Any]]]]:
     """:func:`run` for every method and seed: ``[(method, [metrics per seed])]``."""
     return [(m, [run(m, results_dir, data, seed=s, **kwargs) for s in seeds]) for m in methods]
+
+
+def setting_notes(overrides: dict[str, Any] | None = None) -> list[str]:
+    """Lines for the tables' notes naming the configuration choices of a setting.
+
+    Which CrossNorm placement the CN and SNCN models used (after every bottleneck of blocks 1-4,
+    the released configuration, with or without the image-level unit of the paper's Figure 14),
+    whether the training augmentation blurred, and which mIoU definition the numbers follow.
+
+    Args:
+        overrides: the changes to :data:`sncn.hparams.SEGMENTATION` the runs used.
+
+    Returns:
+        One string per choice.
+    """
+    setting = {**SEGMENTATION, **(overrides or {})}
+    if setting["image_cn"]:
+        placement = (
+            "CrossNorm after blocks 1-4 and on the input images (the caption of the paper's "
+            "Figure 14: image and feature level; not the released config)."
+        )
+    else:
+        placement = "CrossNorm after blocks 1-4 (released config); no image-level unit."
+    if setting["blur_prob"] > 0:
+        k = setting["blur_kernel"]
+        blur = (
+            f"training augmentation: random scale, rotation, Gaussian blur ({k} x {k}, "
+            f"probability {setting['blur_prob']}), flip and crop (released pipeline)."
+        )
+    else:
+        blur = "training augmentation: random scale, rotation, flip and crop (no blur)."
+    if setting["miou_absent"] == "zero":
+        miou = (
+            "mIoU: mean over all 19 classes, a class absent from labels and predictions "
+            "counting 0 (released evaluation)."
+        )
+    else:
+        miou = "mIoU: mean over the classes present in labels or predictions only."
+    return [placement, blur, miou]
 
 
 def table_rows(

@@ -7,9 +7,11 @@ total) ** 0.9`` per iteration, ``main + 0.4 * aux`` cross-entropy ignoring label
 switched on (one unit) in half of the steps.
 
 Evaluation (:func:`evaluate_miou`) accumulates one confusion matrix over the whole set (mIoU as
-in :class:`sncn.metrics.ConfusionMatrix`), either on whole images or, for frames larger than the
-training crop, with a sliding window (crop-sized windows at stride 2/3 of the crop, logits of
-overlapping windows averaged: the semseg test protocol the paper's code comes from).
+in :class:`sncn.metrics.ConfusionMatrix`; by default the released definition, the mean over all
+19 classes with a class absent from labels and predictions counting 0), either on whole images
+or, for frames larger than the training crop, with a sliding window (crop-sized windows at
+stride 2/3 of the crop, logits of overlapping windows averaged: the semseg test protocol the
+paper's code comes from).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sncn.data.segmentation import Frames, normalize_images
-from sncn.metrics import ConfusionMatrix
+from sncn.metrics import ABSENT, ConfusionMatrix
 from sncn.train.base import Trainer
 
 __all__ = [
@@ -136,6 +138,7 @@ def evaluate_miou(
     batch_size: int = 16,
     window: int = 0,
     ignore_index: int = 255,
+    absent: str = "zero",
 ) -> dict[str, object]:
     """mIoU (%) of ``trainer.predict`` on normalised ``images`` ``(N, 3, H, W)`` and ``labels``,
     or on a :class:`~sncn.data.segmentation.Frames` (``labels`` None; decoded and normalised
@@ -144,10 +147,17 @@ def evaluate_miou(
     Args:
         window: 0 for whole-image evaluation, else the sliding window's size
             (:func:`sliding_window_logits`).
+        absent: how a class absent from labels and predictions enters ``"miou"``: ``"zero"``
+            (counts 0 in a mean over all ``num_classes``: the released evaluation) or
+            ``"skip"`` (mean over the classes present); see
+            :func:`sncn.metrics.miou_from_confusion`.
 
     Returns:
-        ``{"miou": float, "iou": [per-class IoU or None], "pixel_acc": float}``.
+        ``{"miou": float, "iou": [per-class IoU, None for an absent class], "pixel_acc":
+        float}``.
     """
+    if absent not in ABSENT:
+        raise ValueError(f"absent must be one of {ABSENT}, got {absent!r}.")
     confusion = ConfusionMatrix(num_classes, ignore_index)
     for i in range(0, len(images), batch_size):
         if isinstance(images, Frames):
@@ -163,9 +173,9 @@ def evaluate_miou(
         confusion.update(logits.argmax(1), y)
     matrix = confusion.matrix
     total = int(matrix.sum())
-    iou = confusion.iou()
+    iou = confusion.iou(absent="skip")  # NaN marks the absent classes
     return {
-        "miou": confusion.miou(),
+        "miou": confusion.miou(absent),
         "iou": [None if math.isnan(v) else float(v) for v in iou],
         "pixel_acc": 100.0 * float(matrix.diag().sum()) / total if total else float("nan"),
     }
