@@ -19,7 +19,15 @@ from torch import Tensor, nn
 
 from sncn.layers import CNSN, crossnorm_step, style_layers
 from sncn.models import create_model
-from sncn.models.resnet import IBN, RESNET_POSITIONS, add_cnsn, load_released_checkpoint
+from sncn.models.resnet import (
+    IBN,
+    RESNET_POSITIONS,
+    TORCHVISION_RESNET50_WEIGHTS,
+    add_cnsn,
+    load_pretrained,
+    load_released_checkpoint,
+    torchvision_resnet50_state,
+)
 
 TINY = dict(layers=(1, 1, 2, 1), width=8, num_classes=5)
 
@@ -303,6 +311,73 @@ def test_plain_ibn_names_are_ibn_nets():
         assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == released_shapes(
             ibn=ibn, sn=False
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning: torchvision's ImageNet weights, loaded non-strictly
+# ---------------------------------------------------------------------------------------------
+
+
+def test_torchvision_weights_are_v1_the_released_file_re_saved():
+    """run-cn.sh's resnet50-19c8e357.pth was re-serialised as resnet50-0676ba61.pth (V1)."""
+    weights = torchvision.models.ResNet50_Weights[TORCHVISION_RESNET50_WEIGHTS]
+    assert weights.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+    assert weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] == 76.13
+    assert weights != torchvision.models.ResNet50_Weights.DEFAULT  # V2: other weights
+
+
+def test_torchvision_state_reads_the_hub_cache_or_says_where_to_put_it(tmp_path, monkeypatch):
+    calls = []
+
+    def no_network(url, dst, *args, **kwargs):
+        calls.append(url)
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "hub" / "checkpoints"
+    with pytest.raises(FileNotFoundError, match="resnet50-0676ba61.pth") as error:
+        torchvision_resnet50_state(progress=False)
+    assert str(cache / "resnet50-0676ba61.pth") in str(error.value)
+    assert "TORCH_HOME" in str(error.value) and "`pretrained`" in str(error.value)
+    assert calls == ["https://download.pytorch.org/models/resnet50-0676ba61.pth"]
+    state = {"conv1.weight": torch.randn(4, 3, 7, 7, generator=gen(1))}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(state, cache / "resnet50-0676ba61.pth")
+    torch.testing.assert_close(torchvision_resnet50_state(progress=False), state)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    torch.save(state, other / "resnet50-0676ba61.pth")
+    torch.testing.assert_close(torchvision_resnet50_state(other, progress=False), state)
+    assert len(calls) == 1  # cached files are read, never downloaded
+
+
+def test_load_pretrained_keeps_units_and_a_resized_classifier():
+    plain = create_model("resnet50", layers=(1, 1, 2, 1), width=8, num_classes=1000)
+    theirs = random_state({k: v.shape for k, v in plain.state_dict().items()})
+    theirs = {k: v.float() if v.is_floating_point() else v for k, v in theirs.items()}
+    torch.manual_seed(0)
+    model = create_model("resnet50", cnsn_type="sn", pos="post", **TINY)
+    fresh = copy.deepcopy(model.state_dict())
+    ddp_file = {"state_dict": {f"module.{k}": v for k, v in theirs.items()}}
+    left = load_pretrained(model, ddp_file)
+    assert set(left) == {k for k in fresh if ".cnsn." in k or k.startswith("fc.")} - {
+        k for k in fresh if k.endswith("num_batches_tracked")
+    }
+    for key, value in model.state_dict().items():
+        expected = fresh[key] if key in left or key not in theirs else theirs[key]
+        assert torch.equal(value, expected), key
+    # the shared part computes what the source does
+    plain.load_state_dict(theirs)
+    x = images()
+    stem = nn.Sequential(plain.conv1, plain.bn1, plain.relu, plain.maxpool).eval()
+    with torch.no_grad():
+        ours = model.eval().maxpool(model.relu(model.bn1(model.conv1(x))))
+        torch.testing.assert_close(ours, stem(x))
+    with pytest.raises(ValueError, match="shape"):  # other widths do not fit
+        load_pretrained(create_model("resnet50", layers=(1, 1, 2, 1), width=4), theirs)
+    with pytest.raises(ValueError, match="lacks"):  # IBN-a's bn1 is IN + BN, not one BN
+        load_pretrained(create_model("resnet50", ibn="a", **TINY), theirs)
 
 
 # ---------------------------------------------------------------------------------------------

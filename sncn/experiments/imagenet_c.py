@@ -8,13 +8,43 @@ What ``notebooks/03_imagenet_c.ipynb`` calls, and a command line that ``torchrun
 trains on its share of each global batch (:mod:`sncn.train.distributed`); rank 0 writes the
 checkpoint (every epoch, exact resume) and the run folder.
 
-Settings (:data:`SETTING`) follow the paper (§4.1) and its released ``imagenet.py`` and
-``imagenet-scripts``: 90 epochs, SGD momentum 0.9 (no Nesterov), weight decay 1e-4, lr 0.1 times
-batch/256, divided by 10 at epochs 30 and 60, global batch 256, RandomResizedCrop(224) + flip for
-training and Resize(256) + CenterCrop(224) for testing. CrossNorm follows the released recipe:
-it acts on the input batch (``image_cn``), with probability ``cn_prob`` 0.5 per step; SN sits at
-post-addition (IBN-b + AugMix: post-residual). The paper trained with ``nn.DataParallel``, so
-BatchNorm statistics are per GPU; ``sync_bn`` turns on ``SyncBatchNorm`` instead.
+Settings (:data:`SETTING`, resolved per method by :func:`resolve_setting`) follow the paper
+(§4.1) and its released ``imagenet.py`` and ``imagenet-scripts``: 90 epochs, SGD momentum 0.9 (no
+Nesterov), weight decay 1e-4, lr 0.1 times batch/256 (:func:`peak_lr`), divided by 10 at epochs
+``epochs // 3`` and ``2 * (epochs // 3)`` (``milestones="released"``, :func:`lr_milestones`: 30
+and 60 at 90 epochs, as §4.1 states; a shortened run decays too), the global batch of the
+method's released script (``batch_size="released"``, :data:`RELEASED_SCRIPT`): 128, i.e. a peak
+lr of 0.05 (``run-sn.sh``, ``run-cn.sh``, ``run-cnsn.sh``, ``run-cnsn-consist.sh``), and 256, lr
+0.1, for the AugMix methods (``run-cnsn-augmix.sh``); an int ``batch_size`` sets one global batch
+for every method. RandomResizedCrop(224) + flip for training and Resize(256) + CenterCrop(224)
+for testing. CrossNorm follows the released recipe: it acts on the input batch (``image_cn``),
+with probability ``cn_prob`` 0.5 per step; SN sits at post-addition (IBN-b + AugMix:
+post-residual).
+
+BatchNorm batches and CrossNorm pairs: the released scripts wrap the model in
+``nn.DataParallel``. ``run-sn.sh``, ``run-cn.sh`` and ``run-cnsn.sh`` ran on one GPU (BatchNorm
+over all 128 images), ``run-cnsn-consist.sh`` on 4 (BatchNorm over 32 images in each of its three
+passes) and ``run-cnsn-augmix.sh`` on 8 (the stacked clean, AugMix and AugMix batches, 768 images,
+cut into 8 contiguous chunks of 96: the first GPUs normalise clean images only); the image
+CrossNorm acted on the whole batch before the scatter (partners drawn over all of it). Here each
+DDP rank normalises its own share of the global batch (batch / ranks images; with AugMix its own
+three views stacked, so one BatchNorm batch mixes the views) and the image CrossNorm, a module of
+the model, pairs images within that share; ``sync_bn`` turns on ``SyncBatchNorm`` (statistics
+over the global batch). In one process, ``ghost_batches=k`` (:class:`GhostBatch`) cuts each model
+input into ``k`` contiguous chunks as ``nn.DataParallel`` on ``k`` GPUs does, which reproduces the
+released BatchNorm batches (k = 1, 4 and 8 for the scripts above), while the image CrossNorm then
+pairs within each chunk.
+
+From scratch or fine-tuned: every released script trains from scratch except ``run-cn.sh``,
+which fine-tunes torchvision's ImageNet ResNet-50 (``--pretrained resnet50-19c8e357.pth``) for the
+same 90-epoch schedule; the paper (App. 6.4) says its CN of Table 19 is such a fine-tuning, done to
+compare with Stylized-ImageNet (itself fine-tuned). So method ``cn_finetune`` (``pretrained=
+"torchvision"``) is Table 19's CN column, and every other method trains from scratch
+(``pretrained=""``): Table 2's SNCN and SNCN+AugMix rows (``run-cnsn.sh``,
+``run-cnsn-augmix.sh``) and AugMix* (retrained for 90 epochs, §4.1), Table 19's SN, SNCN and
+SNCN+Crop columns, and Tables 16-18. Method ``cn`` is the same CN from scratch. Table 2's
+Standard, Patch Uniform, Random AA*, MaxBlur Pool and SIN rows (and Table 19's Basic and SIN) are
+quoted from earlier work; SIN is Geirhos et al.'s fine-tuning, not run here.
 
 Evaluation: clean top-1 error on the validation folder, and ImageNet-C errors per corruption and
 severity with the AlexNet-normalised mCE: on ``<root>/ImageNet-C`` when present, else on copies
@@ -63,6 +93,7 @@ from sncn.data.vision import (
 from sncn.hparams import IMAGENET_SETTING
 from sncn.metrics import imagenet_ce, imagenet_mce
 from sncn.models import create_model
+from sncn.models.resnet import load_pretrained, torchvision_resnet50_state
 from sncn.train import (
     ConsistencyTrainer,
     ImageCrossNormAugMixTrainer,
@@ -80,7 +111,8 @@ from sncn.train.distributed import (
     wrap_ddp,
 )
 
-#: Paper-scale settings (:data:`sncn.hparams.IMAGENET_SETTING`). ``lr`` is per 256 images.
+#: Paper-scale settings (:data:`sncn.hparams.IMAGENET_SETTING`). ``lr`` is per 256 images;
+#: ``batch_size`` ``"released"`` is resolved per method (:func:`resolve_setting`).
 SETTING: dict[str, Any] = dict(IMAGENET_SETTING)
 
 # model keywords of the released scripts (imagenet-scripts/run-*.sh)
@@ -93,7 +125,12 @@ _IMAGE_CN = {"image_cn": True}
 METHODS: dict[str, dict[str, Any]] = {
     "basic": {"model": {}, "trainer": "supervised"},
     "sn": {"model": _SN_POST, "trainer": "supervised"},
-    "cn": {"model": {**_IMAGE_CN, "crop": "both"}, "trainer": "supervised"},  # run-cn.sh
+    "cn": {"model": {**_IMAGE_CN, "crop": "both"}, "trainer": "supervised"},  # from scratch
+    "cn_finetune": {  # run-cn.sh: the same CN, fine-tuning torchvision's ImageNet weights
+        "model": {**_IMAGE_CN, "crop": "both"},
+        "trainer": "supervised",
+        "pretrained": "torchvision",
+    },
     "sncn": {"model": {**_SN_POST, **_IMAGE_CN}, "trainer": "supervised"},  # run-cnsn.sh
     "sncn_crop": {"model": {**_SN_POST, **_IMAGE_CN, "crop": "both"}, "trainer": "supervised"},
     "sncn_consistency": {  # run-cnsn-consist.sh
@@ -117,6 +154,35 @@ METHODS: dict[str, dict[str, Any]] = {
 for _pos in ("identity", "pre", "residual", "post"):
     METHODS[f"sn_{_pos}"] = {"model": {"cnsn_type": "sn", "pos": _pos}, "trainer": "supervised"}
     METHODS[f"cn_{_pos}"] = {"model": {"cnsn_type": "cn", "pos": _pos}, "trainer": "supervised"}
+
+#: Method -> the released script whose global batch it takes under ``batch_size="released"``
+#: (``imagenet-scripts/run-<name>.sh`` with ``_`` for ``-``; the ImageNet entries of
+#: :data:`sncn.released_settings.RELEASED_SCRIPTS`). Methods without a script of their own take
+#: the one they derive from: the AugMix trainer -> ``cnsn_augmix``, the consistency trainer ->
+#: ``cnsn_consist``, else by their units: SN only (and ``basic``, the plain from-scratch recipe)
+#: -> ``sn``, CN only -> ``cn``, SN and CN -> ``cnsn``. Only the batch (hence the peak lr) is
+#: taken from the script; the other settings are :data:`SETTING`'s and :data:`METHODS`'.
+RELEASED_SCRIPT: dict[str, str] = {
+    "basic": "sn",  # no script: the from-scratch recipe of run-sn.sh without SN
+    "sn": "sn",
+    "cn": "cn",  # run-cn.sh, here from scratch
+    "cn_finetune": "cn",
+    "sncn": "cnsn",
+    "sncn_crop": "cnsn",  # run-cnsn.sh with crop "both"
+    "sncn_consistency": "cnsn_consist",
+    "augmix": "cnsn_augmix",  # AugMix*: the AugMix script's training without SN and CN
+    "sncn_augmix": "cnsn_augmix",  # the AugMix script's SN and CN on a plain ResNet-50
+    "ibn_a": "sn",
+    "ibn_a_cn": "cn",
+    "ibn_a_cn_cr": "cnsn_consist",
+    "ibn_a_cn_augmix": "cnsn_augmix",
+    "ibn_b": "sn",
+    "ibn_b_sn": "sn",
+    "ibn_b_sn_augmix": "cnsn_augmix",
+    "ibn_b_sncn_augmix": "cnsn_augmix",  # run-cnsn-augmix.sh itself
+    **{f"sn_{p}": "sn" for p in ("identity", "pre", "residual", "post")},
+    **{f"cn_{p}": "cn" for p in ("identity", "pre", "residual", "post")},
+}
 
 # ----------------------------------------------------------------------------------------------
 # The paper's numbers (typed from the paper; shown beside ours, never used as results)
@@ -165,10 +231,13 @@ PAPER_TABLE18 = {
     "cn_residual": (23.5, 77.5),
     "cn_post": (23.4, 75.3),
 }
+#: Table 19's CN column was fine-tuned (App. 6.4): ``cn_finetune`` reproduces it; ``cn`` (from
+#: scratch) is listed against it too, as its from-scratch counterpart.
 PAPER_TABLE19 = {
     "basic": (23.9, 80.6),
     "sn": (23.7, 73.4),
     "cn": (23.4, 75.3),
+    "cn_finetune": (23.4, 75.3),
     "sncn": (23.3, 70.4),
     "sncn_crop": (23.3, 71.1),
 }
@@ -185,6 +254,53 @@ def check_method(method: str) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     return METHODS[method]
+
+
+def released_batch_size(method: str) -> int:
+    """The global batch of ``method``'s released script (:data:`RELEASED_SCRIPT`)."""
+    from sncn.released_settings import RELEASED_SCRIPTS
+
+    check_method(method)
+    return int(RELEASED_SCRIPTS[("imagenet", "resnet50", RELEASED_SCRIPT[method])]["batch_size"])
+
+
+def resolve_setting(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The setting ``method`` trains with: :data:`SETTING`, the method's entries, ``overrides``.
+
+    ``batch_size`` ``"released"`` (or 0) becomes the method's released global batch
+    (:func:`released_batch_size`); ``cn_prob`` is 0 for a model without CrossNorm, and
+    ``augmix_implementation`` is dropped for a method without AugMix views. The run's name is a
+    digest of this dict, so an explicit batch equal to the released one names the same run.
+
+    Args:
+        method: one of :data:`METHODS`.
+        overrides: changes to :data:`SETTING` (e.g. ``{"batch_size": 256}`` for every method).
+
+    Returns:
+        The resolved setting (:func:`peak_lr` gives its optimiser's lr).
+    """
+    spec = check_method(method)
+    unknown = set(overrides or {}) - set(SETTING)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(SETTING)}.")
+    setting = {**SETTING, **{k: v for k, v in spec.items() if k in SETTING}, **(overrides or {})}
+    if setting["batch_size"] in ("released", 0):
+        setting["batch_size"] = released_batch_size(method)
+    elif isinstance(setting["batch_size"], str) or setting["batch_size"] < 0:
+        raise ValueError(f"batch_size must be 'released', 0 or a positive int, got "
+                         f"{setting['batch_size']!r}.")  # fmt: skip
+    model_kwargs = spec["model"]
+    if not (model_kwargs.get("image_cn") or "cn" in str(model_kwargs.get("cnsn_type"))):
+        setting["cn_prob"] = 0.0  # nothing to switch
+    if spec["trainer"] != "augmix":
+        setting.pop("augmix_implementation")  # no AugMix views; run names stay as they were
+    return setting
+
+
+def peak_lr(setting: Mapping[str, Any]) -> float:
+    """The optimiser's initial lr: ``lr x batch_size / 256`` (the released
+    ``adjust_learning_rate``'s linear scaling; 0.05 at batch 128, 0.1 at 256)."""
+    return float(setting["lr"]) * int(setting["batch_size"]) / 256
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,8 +549,39 @@ def evaluate_imagenet_c_folder(
 # Training
 
 
+def lr_milestones(milestones: str | Sequence[int], epochs: int) -> tuple[int, ...]:
+    """The epochs at whose start the lr is divided by 10.
+
+    ``"released"``: ``epochs // 3`` and ``2 * (epochs // 3)``, the rule of the released
+    ``imagenet.py`` (``adjust_learning_rate``): 30 and 60 at 90 epochs, 2 and 4 at 6 epochs, 2
+    and 4 at 8 epochs (the last phase takes the remainder), and 0 and 0 below 3 epochs (the whole
+    run at lr / 100). A sequence of epochs is used as given, e.g. ``(30, 60)`` whatever the
+    length.
+
+    Args:
+        milestones: ``"released"`` or epochs.
+        epochs: the run's length.
+
+    Returns:
+        The milestone epochs (:func:`sncn.train.step_schedule` divides by 10 at each).
+    """
+    if isinstance(milestones, str):
+        if milestones != "released":
+            raise ValueError(f"milestones must be 'released' or epochs, got {milestones!r}.")
+        k = int(epochs) // 3
+        return (k, 2 * k)
+    return tuple(int(m) for m in milestones)
+
+
 def build_model(method: str, num_classes: int, setting: Mapping[str, Any]) -> nn.Module:
-    """The ResNet-50 of ``method`` (``layers``/``width`` from ``setting``)."""
+    """The ResNet-50 of ``method`` (``layers``/``width`` from ``setting``).
+
+    ``setting["pretrained"]``: ``""`` (from scratch), ``"torchvision"`` (torchvision's ImageNet
+    ResNet-50, :func:`sncn.models.resnet.torchvision_resnet50_state`, from torch's hub cache) or
+    the path of a state dict; the weights are loaded with
+    :func:`sncn.models.resnet.load_pretrained` (non-strict; a classifier of another size stays
+    initialised).
+    """
     spec = check_method(method)
     model = create_model(
         "resnet50",
@@ -443,14 +590,11 @@ def build_model(method: str, num_classes: int, setting: Mapping[str, Any]) -> nn
         width=setting["width"],
         **spec["model"],
     )
-    if setting.get("pretrained"):
-        state = torch.load(setting["pretrained"], map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        missing, unexpected = model.load_state_dict(
-            {k.removeprefix("module."): v for k, v in state.items()}, strict=False
-        )
-        if unexpected:
-            raise ValueError(f"{setting['pretrained']} has keys the model lacks: {unexpected[:5]}")
+    source = setting.get("pretrained") or ""
+    if source == "torchvision":
+        load_pretrained(model, torchvision_resnet50_state(progress=False))
+    elif source:
+        load_pretrained(model, torch.load(source, map_location="cpu", weights_only=True))
     return model
 
 
@@ -498,15 +642,17 @@ def run(
         results_dir: the profile's results folder; the run goes to ``runs/<name>``.
         data_dir: ``<dir>/{train,val}/<class>/*``.
         seed: the run's seed.
-        overrides: changes to :data:`SETTING`.
+        overrides: changes to :data:`SETTING` (:func:`resolve_setting`; e.g. ``batch_size``: one
+            global batch instead of the method's released one).
         evaluation: ``"imagenet-c"`` (the real folder ``<root>/ImageNet-C``), ``"generated"``
             (validation crops corrupted with the 224-px table), ``"auto"`` (the real one when
             present and the model has 1,000 classes, else generated) or ``"none"`` (clean only).
         c_subset: validation images for the generated corruptions (0: all).
         variant: names the run when its settings differ from the usual ones.
         device: ``cuda`` or ``cpu`` (default CUDA when available).
-        ghost_batches: split each process's batch into this many slices for BatchNorm (what as
-            many DDP ranks compute, in one process; see :class:`GhostBatch`).
+        ghost_batches: cut each model input of this process into this many contiguous slices
+            for BatchNorm, as ``nn.DataParallel`` on as many GPUs does (the released
+            ``run-cnsn-consist.sh``: 4, ``run-cnsn-augmix.sh``: 8); see :class:`GhostBatch`.
         progress: progress bars.
 
     Returns:
@@ -514,13 +660,8 @@ def run(
         ``evaluation`` (which data), ``history``, ``train_seconds``, ``images_per_second``.
     """
     spec = check_method(method)
-    unknown = set(overrides or {}) - set(SETTING)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(SETTING)}.")
-    setting = {**SETTING, **{k: v for k, v in spec.items() if k in SETTING}, **(overrides or {})}
+    setting = resolve_setting(method, overrides)
     model_kwargs = spec["model"]
-    if not (model_kwargs.get("image_cn") or "cn" in str(model_kwargs.get("cnsn_type"))):
-        setting["cn_prob"] = 0.0  # nothing to switch
     data_dir = Path(data_dir)
     config = {"setting": setting, "data": data_dir.name, "evaluation": evaluation,
               "c_subset": c_subset}  # fmt: skip
@@ -540,6 +681,7 @@ def run(
                 [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
             ),
             _preprocess(),
+            implementation=setting["augmix_implementation"],
         )
         collate = _collate_views
     else:
@@ -558,11 +700,12 @@ def run(
         raise ValueError(f"batch size {batch} exceeds the {len(train_set)} training images.")
     optimizer = torch.optim.SGD(
         model.parameters(),
-        setting["lr"] * batch / 256,
+        peak_lr(setting),
         momentum=setting["momentum"],
         weight_decay=setting["weight_decay"],
     )
-    scheduler = step_schedule(optimizer, steps_per_epoch, setting["milestones"])
+    milestones = lr_milestones(setting["milestones"], int(setting["epochs"]))
+    scheduler = step_schedule(optimizer, steps_per_epoch, milestones)
     switch = torch.Generator().manual_seed(seed)  # same on every rank: same CN draws
     trainer = _trainer(spec["trainer"], model, optimizer, scheduler, setting, info.device, switch)
 
@@ -642,6 +785,7 @@ def run(
             "model": model_kwargs,
             "trainer": spec["trainer"],
             **setting,
+            "milestone_epochs": list(milestones),
         }
         results.save_run(folder, params, metrics)
     return metrics

@@ -37,6 +37,11 @@ Two behaviours of the released code are kept so that its checkpoints give its ou
 
 The released IBN models pool with ``AvgPool2d(7)``; we pool adaptively, the same at 224 px.
 
+Fine-tuning (the released ``run-cn.sh`` starts from torchvision's ImageNet ResNet-50):
+:func:`torchvision_resnet50_state` reads those weights from torch's hub cache (downloading them
+when possible) and :func:`load_pretrained` loads them non-strictly, so units the file lacks keep
+their initialisation.
+
 Reference:
     Tang et al., "SelfNorm and CrossNorm for Out-of-Distribution Robustness": Section 4.1,
     Table 2, appendix Tables 16-19. He et al., "Deep Residual Learning for Image Recognition",
@@ -46,7 +51,10 @@ Reference:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -62,9 +70,12 @@ __all__ = [
     "RESNET_POSITIONS",
     "Bottleneck",
     "ResNet",
+    "TORCHVISION_RESNET50_WEIGHTS",
     "add_cnsn",
+    "load_pretrained",
     "load_released_checkpoint",
     "resnet50",
+    "torchvision_resnet50_state",
 ]
 
 #: Tables 17/18's columns: Identity, Pre-Residual, Post-Residual, Post-Addition.
@@ -244,6 +255,8 @@ class ResNet(nn.Module):
                 crop=unit.crop,
                 beta=unit.beta,
                 threshold=unit.threshold,
+                box=unit.box,
+                pairing=unit.pairing,
             )
         elif unit.cnsn_type is not None and unit.image:
             self.image_cnsn = unit.build(3)
@@ -393,6 +406,97 @@ def load_released_checkpoint(model: nn.Module, checkpoint: Mapping) -> nn.Module
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     return model
+
+
+#: torchvision's ImageNet ResNet-50 weights that fine-tuning starts from: ``ResNet50_Weights.
+#: IMAGENET1K_V1`` (76.13% top-1). Its file ``resnet50-0676ba61.pth`` is the re-serialised
+#: ``resnet50-19c8e357.pth`` that the released ``run-cn.sh`` passes as ``--pretrained``
+#: (pytorch/vision#2068); torchvision's ``DEFAULT`` is the later, differently trained V2.
+TORCHVISION_RESNET50_WEIGHTS = "IMAGENET1K_V1"
+
+
+def torchvision_resnet50_state(
+    model_dir: str | os.PathLike | None = None, progress: bool = True
+) -> dict[str, Tensor]:
+    """torchvision's ImageNet ResNet-50 state dict (:data:`TORCHVISION_RESNET50_WEIGHTS`).
+
+    Read from torch's hub cache (``model_dir``, default ``<torch.hub.get_dir()>/checkpoints``,
+    i.e. ``$TORCH_HOME/hub/checkpoints``), downloading it there first when absent.
+
+    Args:
+        model_dir: the folder holding (or to receive) ``resnet50-0676ba61.pth``.
+        progress: download progress bar.
+
+    Returns:
+        The state dict (torchvision's key names), on the CPU.
+
+    Raises:
+        FileNotFoundError: the file is absent and could not be downloaded; the message says where
+            to put it, or how to pass a local state dict instead.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights[TORCHVISION_RESNET50_WEIGHTS].url
+    folder = Path(model_dir) if model_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url,
+            model_dir=str(folder),
+            map_location="cpu",
+            progress=progress,
+            check_hash=True,
+            weights_only=True,
+        )
+    except OSError as error:  # urllib's URLError/HTTPError, timeouts, no network
+        file = folder / Path(urlparse(url).path).name
+        raise FileNotFoundError(
+            f"torchvision's ResNet-50 ImageNet weights (ResNet50_Weights."
+            f"{TORCHVISION_RESNET50_WEIGHTS}) are not in {folder} and the download of {url} "
+            f"failed ({error}). Download that file elsewhere and copy it to {file} (or set "
+            "TORCH_HOME to a folder whose hub/checkpoints/ holds it), or set `pretrained` to the "
+            "path of a local ResNet-50 state dict (e.g. the released code's "
+            "resnet50-19c8e357.pth)."
+        ) from error
+
+
+def load_pretrained(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
+    """Load ImageNet weights into ``model`` non-strictly, to fine-tune it.
+
+    Keys are matched by name after removing a ``module.`` prefix (DataParallel/DDP files). The
+    model's keys that ``state`` lacks (SN units, IBN parts) keep their initial values. When the
+    classifier ``fc`` has another number of classes than the file's, the model's own ``fc`` is
+    kept (initialised, not loaded). Any other shape difference, or a key the model lacks, raises.
+
+    Args:
+        model: a :class:`ResNet` (or any module with torchvision's key names).
+        state: a state dict, e.g. :func:`torchvision_resnet50_state` or a loaded file (a dict
+            with ``"state_dict"`` is unwrapped).
+
+    Returns:
+        The model's keys left at their initial values (besides ``num_batches_tracked``).
+    """
+    state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise ValueError(
+            f"the pretrained weights have {len(unexpected)} key(s) the model lacks, e.g. "
+            f"{unexpected[:5]}: they were made for another architecture."
+        )
+    kept = {k for k in ("fc.weight", "fc.bias") if k in state and state[k].shape != own[k].shape}
+    wrong = [k for k in state if k not in kept and state[k].shape != own[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"the pretrained weights do not fit the model: {len(wrong)} shape mismatch(es), e.g. "
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} (a full-width ResNet-50 needs "
+            "width=64)."
+        )
+    missing, _ = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in kept}, strict=False
+    )
+    return [k for k in missing if not k.endswith("num_batches_tracked")]
 
 
 def _post_addition_forward(self, x: Tensor) -> Tensor:

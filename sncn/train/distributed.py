@@ -9,10 +9,19 @@ them it returns a single-process :class:`DistInfo` and nothing else changes.
 Batches: every rank takes its contiguous share of each *global* batch drawn from one seeded
 permutation (:func:`rank_batches`), so the ranks together see exactly the batches a single process
 with the same global batch would see, and DDP's gradient average equals that process's gradient
-up to BatchNorm: each rank normalises with its own batch statistics, as the paper's
-``nn.DataParallel`` training did (one replica per GPU), unless ``sync_bn`` converts the model's
-BatchNorms to ``SyncBatchNorm`` (CUDA only). :class:`GhostBatch` reproduces per-rank statistics
-in one process.
+up to what depends on the batch: BatchNorm, where each rank normalises with the statistics of its
+own share unless ``sync_bn`` converts the model's BatchNorms to ``SyncBatchNorm`` (CUDA only), and
+anything that pairs samples within the model's input (the image CrossNorm pairs within a rank's
+share). :class:`GhostBatch` reproduces per-rank BatchNorm statistics in one process.
+
+The released ImageNet code (``imagenet.py``) used ``nn.DataParallel`` instead, which cuts each
+model input into contiguous per-GPU chunks after the data are prepared: ``run-sn.sh``,
+``run-cn.sh`` and ``run-cnsn.sh`` ran on one GPU (BatchNorm over the whole batch of 128),
+``run-cnsn-consist.sh`` on 4 (32 images per GPU in each of its three passes) and
+``run-cnsn-augmix.sh`` on 8, on the stacked clean, AugMix and AugMix views (768 images in chunks
+of 96, so some GPUs normalise clean images only). DDP ranks instead each stack their own three
+views, so one rank's BatchNorm batch mixes the views; ``GhostBatch(model, k)`` in one process
+cuts the input as DataParallel on ``k`` GPUs does.
 """
 
 from __future__ import annotations
@@ -110,7 +119,9 @@ def wrap_ddp(model: nn.Module, info: DistInfo, sync_bn: bool = False) -> nn.Modu
         model: the network.
         info: from :func:`init_distributed`.
         sync_bn: convert BatchNorms to ``SyncBatchNorm`` (CUDA only): statistics over the global
-            batch. The paper trained with ``nn.DataParallel``, i.e. per-GPU statistics (False).
+            batch. False: each rank's statistics over its own share (the released multi-GPU
+            scripts' ``nn.DataParallel`` also normalised per GPU; the single-GPU ones over the
+            whole batch, see the module docstring).
 
     Returns:
         The model, or ``DistributedDataParallel(model)``.
@@ -173,9 +184,13 @@ def all_reduce_sum(values: Tensor) -> Tensor:
 class GhostBatch(nn.Module):
     """Run ``module`` on ``chunks`` equal slices of each batch: per-slice BatchNorm statistics.
 
-    In training, this is what ``chunks`` DDP ranks without SyncBatchNorm compute on one global
-    batch (each normalises its own share), in one process; outputs are concatenated in order.
-    In eval (running statistics) it is ``module`` itself.
+    In training, this is what ``nn.DataParallel`` on ``chunks`` GPUs computes (it scatters each
+    input in contiguous chunks; the released ``run-cnsn-consist.sh`` used 4 and
+    ``run-cnsn-augmix.sh`` 8, the latter on its stacked clean and AugMix views), and what
+    ``chunks`` DDP ranks without SyncBatchNorm compute when each rank's input is one contiguous
+    chunk of the global input, in one process; outputs are concatenated in order. Anything in
+    ``module`` that pairs samples (the image CrossNorm) pairs within a chunk. In eval (running
+    statistics) it is ``module`` itself.
 
     Args:
         module: the network.
