@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from sncn.data.vision import normalize
 from sncn.experiments import cifar_c
-from sncn.hparams import CIFAR_BACKBONES, CIFAR_METHODS, cifar_setting
+from sncn.hparams import CIFAR_BACKBONES, CIFAR_METHODS, FIXMATCH, cifar_setting
 
 
 def test_subset_is_class_balanced_and_seeded():
@@ -59,3 +61,45 @@ def test_table_rows():
     assert row["mCE std"] == pytest.approx(np.std([30.0, 32.0], ddof=1))
     assert row["paper mCE"] == 26.9 and row["ours - paper"] == pytest.approx(4.1)
     assert row["CIFAR-C"] == "generated"
+
+
+class LinearProbe:
+    """A trainer stand-in: a fixed random linear classifier of the normalised pixels."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.weight = torch.randn(10, 3 * 8 * 8, generator=torch.Generator().manual_seed(0))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+def test_evaluation_normalises_test_images_with_the_given_mean_and_std(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5 * 40, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5 * 40)
+    probe = LinearProbe()
+
+    def by_hand(x: np.ndarray, y: np.ndarray, mean, std) -> float:
+        inputs = normalize(torch.from_numpy(x).permute(0, 3, 1, 2), mean, std)
+        return 100.0 * float((probe.predict(inputs).argmax(1).numpy() != y).mean())
+
+    half = ((0.5,) * 3, (0.5,) * 3)  # the paper's CIFAR normalisation, the default
+    theirs = (FIXMATCH["mean"], FIXMATCH["std"])  # FixMatch-pytorch's
+    assert by_hand(images, labels, *half) != by_hand(images, labels, *theirs)  # tells them apart
+    clean_x, clean_y = images[:40], labels[:40]
+    assert cifar_c.evaluate_error(probe, clean_x, clean_y) == by_hand(clean_x, clean_y, *half)
+    assert cifar_c.evaluate_error(probe, clean_x, clean_y, mean=theirs[0], std=theirs[1]) == (
+        by_hand(clean_x, clean_y, *theirs)
+    )
+    for name in cifar_c.CORRUPTIONS:  # a CIFAR-C folder: 5 severities of 40 images per file
+        np.save(tmp_path / f"{name}.npy", images)
+    np.save(tmp_path / "labels.npy", labels)
+    for mean, std in (half, theirs):
+        out = cifar_c.robustness_metrics(probe, clean_x, clean_y, tmp_path, "generated",
+                                         mean=mean, std=std)  # fmt: skip
+        assert out["clean_error"] == by_hand(clean_x, clean_y, mean, std)
+        expected = [by_hand(images[k * 40 : (k + 1) * 40], labels[k * 40 : (k + 1) * 40],
+                            mean, std) for k in range(5)]  # fmt: skip
+        assert all(out["errors"][name] == expected for name in cifar_c.CORRUPTIONS)

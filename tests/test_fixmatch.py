@@ -9,18 +9,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import bn_eval, gen, random_state
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from torch import nn
 
 from sncn.data.semisup import (
     RAND_AUGMENT_OPS,
     SemiSupervisedBatches,
+    cutout,
     rand_augment,
     sample_labelled,
     split_labelled,
     weak_augment,
 )
-from sncn.data.vision import random_crop_flip
-from sncn.experiments import semisupervised
+from sncn.data.vision import load_cifar, normalize, random_crop_flip
+from sncn.experiments import cifar_c, semisupervised
+from sncn.hparams import FIXMATCH
 from sncn.layers import CrossNorm, crossnorm, crossnorm_groups, grouped_partner
 from sncn.train import fit
 from sncn.train.fixmatch import (
@@ -186,17 +190,157 @@ def test_reflect_padding_crop_takes_every_pixel_from_the_image():
 
 
 def test_rand_augment_is_seeded_and_keeps_uint8():
-    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    a = rand_augment(images, torch.Generator().manual_seed(0))
-    b = rand_augment(images, torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=gen(5))
+    a = rand_augment(images, gen(0))
+    b = rand_augment(images, gen(0))
     assert a.dtype == torch.uint8 and a.shape == images.shape and torch.equal(a, b)
-    assert ((a == 127).all(1).flatten(1).sum(1) >= 64).all()  # a 16x16 cutout, clipped >= 8x8
-    for name, op in RAND_AUGMENT_OPS.items():
-        for v in (1, 9):
-            out = op(images[0], v, torch.Generator().manual_seed(v))
-            assert out.shape == (3, 32, 32) and out.dtype == torch.uint8, name
+    # a 17x17 cutout, 9x9 at the least where it meets the right and bottom borders
+    assert ((a == 127).all(1).flatten(1).sum(1) >= 81).all()
     with pytest.raises(ValueError, match="uint8"):
-        rand_augment(images.float(), torch.Generator())
+        rand_augment(images.float(), gen())
+    with pytest.raises(ValueError, match="magnitude"):
+        rand_augment(images, gen(), magnitude=1)
+
+
+# FixMatch-pytorch (kekmodel/FixMatch-pytorch, dataset/randaugment.py), written out from its
+# definitions: levels v * max_v / 10 (+ bias), int(...) for the integer ones; a direction
+# negated with probability 0.5; PIL ops, the geometric ones without a fill colour.
+def reference_op(name: str, img: Image.Image, v: int, negate: bool) -> Image.Image:
+    def level(max_v, bias=0.0):
+        return float(v) * max_v / 10 + bias
+
+    def int_level(max_v, bias=0):
+        return int(v * max_v / 10) + bias
+
+    sign = -1 if negate else 1
+    affine = Image.AFFINE
+    return {
+        "AutoContrast": lambda: ImageOps.autocontrast(img),
+        "Brightness": lambda: ImageEnhance.Brightness(img).enhance(level(0.9, 0.05)),
+        "Color": lambda: ImageEnhance.Color(img).enhance(level(0.9, 0.05)),
+        "Contrast": lambda: ImageEnhance.Contrast(img).enhance(level(0.9, 0.05)),
+        "Equalize": lambda: ImageOps.equalize(img),
+        "Identity": lambda: img,
+        "Posterize": lambda: ImageOps.posterize(img, int_level(4, 4)),
+        "Rotate": lambda: img.rotate(sign * int_level(30)),
+        "Sharpness": lambda: ImageEnhance.Sharpness(img).enhance(level(0.9, 0.05)),
+        "ShearX": lambda: img.transform(img.size, affine, (1, sign * level(0.3), 0, 0, 1, 0)),
+        "ShearY": lambda: img.transform(img.size, affine, (1, 0, 0, sign * level(0.3), 1, 0)),
+        "Solarize": lambda: ImageOps.solarize(img, 256 - int_level(256)),
+        "TranslateX": lambda: img.transform(
+            img.size, affine, (1, 0, int(sign * level(0.3) * img.size[0]), 0, 1, 0)
+        ),
+        "TranslateY": lambda: img.transform(
+            img.size, affine, (1, 0, 0, 0, 1, int(sign * level(0.3) * img.size[1]))
+        ),
+    }[name]()
+
+
+def reference_cutout(img: Image.Image, size: int, x: float, y: float) -> Image.Image:
+    """FixMatch-pytorch's CutoutAbs with the drawn point (x, y)."""
+    w, h = img.size
+    x0, y0 = int(max(0, x - size / 2.0)), int(max(0, y - size / 2.0))
+    x1, y1 = int(min(w, x0 + size)), int(min(h, y0 + size))
+    img = img.copy()
+    ImageDraw.Draw(img).rectangle((x0, y0, x1, y1), (127, 127, 127))
+    return img
+
+
+def pil_images(n: int = 3, seed: int = 0) -> list[Image.Image]:
+    """Textured RGB images (a gradient plus noise) that every op changes."""
+    rng = np.random.default_rng(seed)
+    ramp = np.add.outer(np.arange(32), np.arange(32))[..., None] * np.array([3, 2, 1])
+    arrays = np.clip(ramp + rng.integers(0, 80, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays]
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img)
+
+
+def test_rand_augment_pool_is_fixmatchs():
+    assert list(RAND_AUGMENT_OPS) == [
+        "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
+        "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(RAND_AUGMENT_OPS))
+def test_rand_augment_ops_equal_fixmatch_pytorch(name):
+    for img in pil_images():
+        for v in range(1, 10):
+            for seed in range(4):
+                negate = float(torch.rand((), generator=gen(seed))) < 0.5  # the op's draw
+                ours = RAND_AUGMENT_OPS[name](img, v, gen(seed))
+                assert ours.mode == "RGB" and ours.size == (32, 32)
+                expected = reference_op(name, img, v, negate)
+                assert np.array_equal(pixels(ours), pixels(expected)), (name, v, seed)
+
+
+def test_geometry_shears_about_the_top_left_corner_and_fills_black():
+    img = pil_images(1)[0]
+    x = pixels(img)
+    for seed in range(6):
+        for name, axis in (("ShearX", 0), ("ShearY", 1)):
+            out = pixels(RAND_AUGMENT_OPS[name](img, 9, gen(seed)))
+            first = out[0] if axis == 0 else out[:, 0]  # the row / column through the origin
+            assert np.array_equal(first, x[0] if axis == 0 else x[:, 0])
+            last = out[-1] if axis == 0 else out[:, -1]  # shifted by 0.27 * 31.5 -> 9 pixels
+            assert (last == 0).all(-1).sum() == 9
+        rotated = pixels(RAND_AUGMENT_OPS["Rotate"](img, 9, gen(seed)))  # 27 degrees
+        assert (rotated[0, 0] == 0).all() and (rotated[-1, -1] == 0).all()
+
+
+def test_translation_is_truncated_to_whole_pixels():
+    img = pil_images(1)[0]
+    x = pixels(img)
+    # v = 1: 0.03 * 32 = 0.96 pixels, truncated to none
+    for seed in range(4):
+        assert np.array_equal(pixels(RAND_AUGMENT_OPS["TranslateX"](img, 1, gen(seed))), x)
+    # v = 9: 0.27 * 32 = 8.64 -> 8 pixels, black behind
+    for seed in range(4):
+        negate = float(torch.rand((), generator=gen(seed))) < 0.5
+        out = pixels(RAND_AUGMENT_OPS["TranslateY"](img, 9, gen(seed)))
+        if negate:  # samples 8 rows above: the content moves down
+            assert np.array_equal(out[8:], x[:-8]) and (out[:8] == 0).all()
+        else:
+            assert np.array_equal(out[:-8], x[8:]) and (out[-8:] == 0).all()
+
+
+def test_cutout_is_cutout_abs():
+    img = pil_images(1)[0]
+    sides = set()
+    for seed in range(60):
+        g = gen(seed)
+        x, y = float(torch.rand((), generator=g)) * 32, float(torch.rand((), generator=g)) * 32
+        ours = pixels(cutout(img, 16, gen(seed)))
+        assert np.array_equal(ours, pixels(reference_cutout(img, 16, x, y)))
+        grey = (ours == 127).all(-1)
+        sides.add(int(grey.any(0).sum()))
+    assert max(sides) == 17 and min(sides) < 17  # 16 + 1 inside, clipped at the far border
+
+
+def reference_rand_augment_mc(img: Image.Image, g: torch.Generator) -> Image.Image:
+    """RandAugmentMC(n=2, m=10) with the draws taken from ``g`` in FixMatch-pytorch's order."""
+    names = list(RAND_AUGMENT_OPS)
+    for i in torch.randint(0, 14, (2,), generator=g).tolist():  # random.choices(pool, k=2)
+        v = int(torch.randint(1, 10, (), generator=g))  # np.random.randint(1, 10)
+        if float(torch.rand((), generator=g)) < 0.5:
+            negate = False
+            if names[i] in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"):
+                negate = float(torch.rand((), generator=g)) < 0.5
+            img = reference_op(names[i], img, v, negate)
+    x, y = float(torch.rand((), generator=g)) * 32, float(torch.rand((), generator=g)) * 32
+    return reference_cutout(img, int(32 * 0.5), x, y)
+
+
+def test_rand_augment_draws_as_rand_augment_mc():
+    imgs = pil_images(40, seed=1)
+    batch = torch.from_numpy(np.stack([pixels(i) for i in imgs])).permute(0, 3, 1, 2)
+    ours = rand_augment(batch, gen(3)).permute(0, 2, 3, 1).numpy()
+    g = gen(3)
+    expected = np.stack([pixels(reference_rand_augment_mc(i, g)) for i in imgs])
+    assert np.array_equal(ours, expected)
 
 
 def test_semi_supervised_batches():
@@ -214,18 +358,101 @@ def test_semi_supervised_batches():
         SemiSupervisedBatches(lab, unl, 8, 3, 4, torch.Generator(), strong="autoaugment")
 
 
+def test_fixmatch_normalises_with_the_reference_cifar10_statistics():
+    # FixMatch-pytorch dataset/cifar.py: cifar10_mean, cifar10_std
+    assert FIXMATCH["mean"] == (0.4914, 0.4822, 0.4465)
+    assert FIXMATCH["std"] == (0.2471, 0.2435, 0.2616)
+    rng = np.random.default_rng(0)
+    lab = (rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 10)
+    unl = (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), np.arange(50) % 10)
+    ours = next(iter(SemiSupervisedBatches(lab, unl, 8, 3, 1, gen(0))))
+    half = next(iter(SemiSupervisedBatches(lab, unl, 8, 3, 1, gen(0), mean=(0.5,) * 3,
+                                           std=(0.5,) * 3)))  # fmt: skip
+    mean = torch.tensor(FIXMATCH["mean"])[:, None, None]
+    std = torch.tensor(FIXMATCH["std"])[:, None, None]
+    for i in (0, 2, 3):  # x, u_weak, u_strong: the same images, normalised differently
+        assert torch.allclose(ours[i] * std + mean, half[i] * 0.5 + 0.5, atol=1e-6)
+        assert not torch.allclose(ours[i], half[i], atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# FixMatch-pytorch's WRN (models/wideresnet.py)
+
+
+def fixmatch_pytorch_wrn(sd: dict, x: torch.Tensor, depth: int) -> torch.Tensor:
+    """FixMatch-pytorch's ``WideResNet.forward`` in eval mode, functionally, from a state dict in
+    our naming: leaky ReLU 0.1 everywhere; a block whose widths differ BN-activates its input for
+    both branches in stage 1 (``activate_before_residual=True``) and elsewhere computes that
+    BN-activation, discards it and feeds the raw input to ``conv1`` and the shortcut."""
+
+    def act(t):
+        return F.leaky_relu(t, 0.1)
+
+    out = F.conv2d(x, sd["conv1.weight"], padding=1)
+    for stage in (1, 2, 3):
+        for i in range((depth - 4) // 6):
+            p = f"block{stage}.layer.{i}"
+            equal = f"{p}.conv_shortcut.weight" not in sd
+            stride = 2 if stage > 1 and i == 0 else 1
+            if not equal and stage == 1:
+                out = act(bn_eval(sd, out, f"{p}.bn1"))
+            branch = act(bn_eval(sd, out, f"{p}.bn1")) if equal else out
+            h = F.conv2d(branch, sd[f"{p}.conv1.weight"], stride=stride, padding=1)
+            h = F.conv2d(act(bn_eval(sd, h, f"{p}.bn2")), sd[f"{p}.conv2.weight"], padding=1)
+            if not equal:
+                out = F.conv2d(out, sd[f"{p}.conv_shortcut.weight"], stride=stride)
+            out = out + h
+    out = act(bn_eval(sd, out, "bn1")).mean(dim=(2, 3))
+    return F.linear(out, sd["fc.weight"], sd["fc.bias"])
+
+
+@pytest.mark.parametrize("depth", [10, 16])
+def test_fixmatch_wrn_is_fixmatch_pytorchs(depth):
+    model = semisupervised.build_model("ra", semisupervised.resolve_setting(), depth=depth)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.001 for m in bns)
+    assert "block2.layer.0.bn1.weight" not in model.state_dict()  # computed and discarded there
+    model = model.double().eval()
+    sd = random_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, seed=depth)
+    model.load_state_dict(sd)
+    x = torch.randn(3, 3, 32, 32, generator=gen(1), dtype=torch.float64)
+    assert torch.allclose(model(x), fixmatch_pytorch_wrn(sd, x, depth), atol=1e-9)
+    # the supervised WRN (ReLU, every first block pre-activated) is another function
+    plain = semisupervised.build_model("ra", semisupervised.resolve_setting(), depth=depth,
+                                       leaky_slope=0.0, activate_before_residual="all")  # fmt: skip
+    plain = plain.double().eval()
+    shapes = {k: tuple(v.shape) for k, v in plain.state_dict().items()}
+    plain.load_state_dict({**random_state(shapes, seed=depth), **sd})
+    assert not torch.allclose(plain(x), model(x), atol=1e-3)
+
+
+def test_fixmatch_wrn_classifier_is_xavier_normal():
+    torch.manual_seed(0)
+    model = semisupervised.build_model("ra", semisupervised.resolve_setting(), depth=10)
+    weight = model.fc.weight.detach()  # (10, 128): Xavier std sqrt(2 / 138) = 0.120
+    assert float(weight.std()) == pytest.approx(math.sqrt(2 / 138), rel=0.1)  # PyTorch's: 0.051
+    assert torch.equal(model.fc.bias, torch.zeros(10))
+    with pytest.raises(ValueError, match="fc_init"):
+        semisupervised.build_model("ra", semisupervised.resolve_setting(), fc_init="kaiming")
+    with pytest.raises(ValueError, match="activate_before_residual"):
+        semisupervised.build_model("ra", semisupervised.resolve_setting(),
+                                   activate_before_residual=(4,))  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # CrossNorm keeps labelled and unlabelled images apart
 
 
-def test_grouped_partner_never_crosses_groups():
+@pytest.mark.parametrize("pairing", ["permutation", "derangement"])
+def test_grouped_partner_never_crosses_groups(pairing):
     groups = torch.tensor([0] * 5 + [1] * 8 + [-1] * 3 + [2])
     for seed in range(20):
-        partner = grouped_partner(groups, torch.Generator().manual_seed(seed))
+        partner = grouped_partner(groups, torch.Generator().manual_seed(seed), pairing)
         assert torch.equal(groups[partner], groups)
         moved = groups >= 0
         moved[-1] = False  # alone in its group
-        assert (partner[moved] != torch.nonzero(moved).flatten()).all()
+        if pairing == "derangement":
+            assert (partner[moved] != torch.nonzero(moved).flatten()).all()
         assert torch.equal(partner[~moved], torch.nonzero(~moved).flatten())
     with pytest.raises(ValueError, match="integer"):
         grouped_partner(torch.zeros(3))
@@ -348,8 +575,9 @@ def toy_root(tmp_path):
 
 
 def test_run_learns_over_chance_and_is_read_back(toy_root, tmp_path):
+    # 30 steps: an EMA and BatchNorm statistics that move within them
     overrides = {"epochs": 2, "eval_step": 15, "batch_size": 10, "mu": 2, "ema_decay": 0.9,
-                 "lr": 0.05}  # fmt: skip
+                 "lr": 0.05, "bn_momentum": 0.1}  # fmt: skip
     kwargs = dict(overrides=overrides, model_kwargs={"depth": 10, "widen_factor": 1},
                   test_subset=20, device="cpu", root=toy_root, progress=False)  # fmt: skip
     runs = semisupervised.run_grid(["ra", "ra_cn_unlabelled"], [20], [0], tmp_path / "res",
@@ -373,3 +601,30 @@ def test_run_learns_over_chance_and_is_read_back(toy_root, tmp_path):
         semisupervised.run("fixmatch", 20, tmp_path / "res")
     with pytest.raises(ValueError, match="unknown setting"):
         semisupervised.resolve_setting({"learning_rate": 0.1})
+
+
+def test_run_evaluates_with_fixmatchs_normalisation(toy_root, tmp_path, monkeypatch):
+    """The clean and CIFAR-10-C errors of a run are those of its EMA model on test images
+    normalised as its training images (FixMatch-pytorch's CIFAR-10 mean and std)."""
+    seen = {}
+
+    def spy(trainer, *args, **kwargs):
+        seen["trainer"] = trainer
+        return cifar_c.robustness_metrics(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(semisupervised, "robustness_metrics", spy)
+    overrides = {"epochs": 1, "eval_step": 3, "batch_size": 10, "mu": 2, "ema_decay": 0.5,
+                 "bn_momentum": 0.1}  # fmt: skip
+    metrics = semisupervised.run("wa", 20, tmp_path / "res", overrides=overrides,
+                                 model_kwargs={"depth": 10, "widen_factor": 1}, test_subset=20,
+                                 device="cpu", root=toy_root, progress=False)  # fmt: skip
+    trainer = seen["trainer"]
+    assert isinstance(trainer, FixMatchTrainer)
+    test_x, test_y = cifar_c.subset(*load_cifar("cifar10", "test", toy_root), 20, 0)
+
+    def error(mean, std) -> float:
+        x = normalize(torch.from_numpy(test_x).permute(0, 3, 1, 2), mean, std)
+        return 100.0 * float((trainer.predict(x).argmax(1).numpy() != test_y).mean())
+
+    assert metrics["clean_error"] == pytest.approx(error(FIXMATCH["mean"], FIXMATCH["std"]))
+    assert metrics["history"][-1]["test_error"] == metrics["clean_error"]

@@ -1,16 +1,20 @@
 """Semi-supervised CIFAR: labelled subsets per class, FixMatch's weak and strong augmentation.
 
-What :class:`sncn.train.fixmatch.FixMatchTrainer` is fed. Augmentation follows the PyTorch
-FixMatch implementation the paper used (kekmodel/FixMatch-pytorch):
+What :class:`sncn.train.fixmatch.FixMatchTrainer` is fed. Augmentation and normalisation follow
+the PyTorch FixMatch implementation the paper used (kekmodel/FixMatch-pytorch,
+``dataset/cifar.py`` and ``dataset/randaugment.py``):
 
 * weak: random horizontal flip and a random 32x32 crop of the image padded by 4 pixels with
   reflected borders (:func:`weak_augment`, batched on the device);
 * strong: weak, then RandAugment with 2 operations drawn with replacement from FixMatch's pool of
   14, each applied with probability 0.5 at a random magnitude ``v`` in ``1..m-1`` (m = 10), then
-  a 16x16 Cutout filled with grey (:func:`rand_augment`, torchvision's functional ops per image).
+  Cutout (:func:`rand_augment`). The operations are PIL's, image by image on the CPU: geometric
+  ones sample with nearest neighbour, fill with black, shear about the top-left corner and
+  translate by a whole number of pixels (truncated towards 0); Cutout paints a grey (127) square
+  of ``16 + 1`` pixels a side, clipped at the border (:func:`cutout`).
 
-Images stay uint8 until :func:`sncn.data.vision.normalize` (the project's normalisation, also the
-one CIFAR-10-C is evaluated with).
+Images stay uint8 until :func:`sncn.data.vision.normalize`, here with FixMatch-pytorch's CIFAR-10
+mean and std (:class:`SemiSupervisedBatches`).
 
 Reference:
     Sohn et al., "FixMatch: Simplifying Semi-Supervised Learning with Consistency and
@@ -20,19 +24,20 @@ Reference:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from sncn.data.vision import normalize, random_crop_flip
+from sncn.hparams import FIXMATCH
 
 __all__ = [
     "RAND_AUGMENT_OPS",
     "SemiSupervisedBatches",
+    "cutout",
     "rand_augment",
     "sample_labelled",
     "split_labelled",
@@ -40,8 +45,8 @@ __all__ = [
     "weak_augment",
 ]
 
-GREY = 128  # fill of the geometric operations
-CUTOUT_FILL = 127  # FixMatch's Cutout colour
+GEOMETRY_FILL = (0, 0, 0)  # where rotations, shears and translations leave the image: black
+CUTOUT_FILL = (127, 127, 127)  # FixMatch's Cutout colour
 
 
 def sample_labelled(labels: np.ndarray, num_labelled: int, seed: int) -> np.ndarray:
@@ -113,54 +118,100 @@ def weak_augment(images: Tensor, generator: torch.Generator) -> Tensor:
     return random_crop_flip(images, generator, padding=4, padding_mode="reflect")
 
 
-def _level(v: int, max_v: float, bias: float = 0.0) -> float:
-    return v * max_v / 10 + bias  # FixMatch's _float_parameter(v, max_v) + bias
+def _float_level(v: int, max_v: float, bias: float = 0.0) -> float:
+    """``v * max_v / 10 + bias``: magnitude ``v`` of 10 scaled to the op's range, as a float."""
+    return v * max_v / 10 + bias
+
+
+def _int_level(v: int, max_v: int, bias: int = 0) -> int:
+    """``int(v * max_v / 10) + bias``: the same, truncated to an integer."""
+    return int(v * max_v / 10) + bias
 
 
 def _signed(level: float, generator: torch.Generator) -> float:
+    """``-level`` with probability 0.5, else ``level``."""
     return -level if float(torch.rand((), generator=generator)) < 0.5 else level
 
 
-def _affine(img: Tensor, **kwargs) -> Tensor:
-    params = {"angle": 0.0, "translate": [0, 0], "scale": 1.0, "shear": [0.0, 0.0], **kwargs}
-    return TF.affine(img, **params, fill=GREY)
+def _affine(img: Image.Image, coeffs: tuple[float, ...]) -> Image.Image:
+    """PIL affine map: output pixel ``(x, y)`` samples the input at ``(a x + b y + c, d x + e y +
+    f)`` for ``coeffs = (a, b, c, d, e, f)`` (origin: the top-left corner), nearest neighbour."""
+    return img.transform(
+        img.size, Image.Transform.AFFINE, coeffs, Image.Resampling.NEAREST, fillcolor=GEOMETRY_FILL
+    )
 
 
-def _shear(level: float) -> float:
-    return math.degrees(math.atan(level))  # PIL's shear factor as torchvision's angle
+def _shear_x(img: Image.Image, v: int, g: torch.Generator) -> Image.Image:
+    return _affine(img, (1, _signed(_float_level(v, 0.3), g), 0, 0, 1, 0))
 
 
-#: FixMatch's RandAugment pool: name -> op(image uint8 (3, H, W), v in 1..m-1, generator).
-RAND_AUGMENT_OPS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
-    "AutoContrast": lambda img, v, g: TF.autocontrast(img),
-    "Brightness": lambda img, v, g: TF.adjust_brightness(img, _level(v, 0.9, 0.05)),
-    "Color": lambda img, v, g: TF.adjust_saturation(img, _level(v, 0.9, 0.05)),
-    "Contrast": lambda img, v, g: TF.adjust_contrast(img, _level(v, 0.9, 0.05)),
-    "Equalize": lambda img, v, g: TF.equalize(img),
+def _shear_y(img: Image.Image, v: int, g: torch.Generator) -> Image.Image:
+    return _affine(img, (1, 0, 0, _signed(_float_level(v, 0.3), g), 1, 0))
+
+
+def _translate_x(img: Image.Image, v: int, g: torch.Generator) -> Image.Image:
+    shift = int(_signed(_float_level(v, 0.3), g) * img.width)  # pixels, truncated towards 0
+    return _affine(img, (1, 0, shift, 0, 1, 0))
+
+
+def _translate_y(img: Image.Image, v: int, g: torch.Generator) -> Image.Image:
+    shift = int(_signed(_float_level(v, 0.3), g) * img.height)
+    return _affine(img, (1, 0, 0, 0, 1, shift))
+
+
+def _rotate(img: Image.Image, v: int, g: torch.Generator) -> Image.Image:
+    angle = _signed(_int_level(v, 30), g)  # whole degrees, counter-clockwise about the centre
+    return img.rotate(angle, Image.Resampling.NEAREST, fillcolor=GEOMETRY_FILL)
+
+
+def _enhance(enhancer: type) -> Callable[[Image.Image, int, torch.Generator], Image.Image]:
+    """An ``ImageEnhance`` op with factor ``0.05 + 0.9 v / 10`` (1: the image unchanged)."""
+    return lambda img, v, g: enhancer(img).enhance(_float_level(v, 0.9, 0.05))
+
+
+#: FixMatch's RandAugment pool: name -> op(PIL RGB image, v in 1..m-1, generator) -> PIL image.
+#: Ops with a direction draw its sign from the generator.
+RAND_AUGMENT_OPS: dict[str, Callable[[Image.Image, int, torch.Generator], Image.Image]] = {
+    "AutoContrast": lambda img, v, g: ImageOps.autocontrast(img),
+    "Brightness": _enhance(ImageEnhance.Brightness),
+    "Color": _enhance(ImageEnhance.Color),
+    "Contrast": _enhance(ImageEnhance.Contrast),
+    "Equalize": lambda img, v, g: ImageOps.equalize(img),
     "Identity": lambda img, v, g: img,
-    "Posterize": lambda img, v, g: TF.posterize(img, int(_level(v, 4)) + 4),
-    "Rotate": lambda img, v, g: _affine(img, angle=_signed(_level(v, 30), g)),
-    "Sharpness": lambda img, v, g: TF.adjust_sharpness(img, _level(v, 0.9, 0.05)),
-    "ShearX": lambda img, v, g: _affine(img, shear=[_shear(_signed(_level(v, 0.3), g)), 0.0]),
-    "ShearY": lambda img, v, g: _affine(img, shear=[0.0, _shear(_signed(_level(v, 0.3), g))]),
-    "Solarize": lambda img, v, g: TF.solarize(img, 256 - int(_level(v, 256))),
-    "TranslateX": lambda img, v, g: _affine(
-        img, translate=[round(_signed(_level(v, 0.3), g) * img.shape[-1]), 0]
-    ),
-    "TranslateY": lambda img, v, g: _affine(
-        img, translate=[0, round(_signed(_level(v, 0.3), g) * img.shape[-2])]
-    ),
+    "Posterize": lambda img, v, g: ImageOps.posterize(img, _int_level(v, 4, 4)),  # 4..7 bits
+    "Rotate": _rotate,
+    "Sharpness": _enhance(ImageEnhance.Sharpness),
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "Solarize": lambda img, v, g: ImageOps.solarize(img, 256 - _int_level(v, 256)),
+    "TranslateX": _translate_x,
+    "TranslateY": _translate_y,
 }
 
 
-def _cutout(img: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Grey ``size x size`` square (clipped at the border) centred at a uniform position."""
-    h, w = img.shape[-2:]
-    cy = int(torch.randint(0, h, (), generator=generator))
-    cx = int(torch.randint(0, w, (), generator=generator))
-    y0, x0 = max(0, cy - size // 2), max(0, cx - size // 2)
-    img = img.clone()
-    img[:, y0 : min(h, y0 + size), x0 : min(w, x0 + size)] = CUTOUT_FILL
+def cutout(img: Image.Image, size: int, generator: torch.Generator) -> Image.Image:
+    """FixMatch's Cutout (``CutoutAbs``): a grey square around a uniformly drawn point.
+
+    The point ``(x, y)`` is uniform over the image (continuous); the square's top-left corner is
+    ``(int(max(0, x - size / 2)), int(max(0, y - size / 2)))`` and its bottom-right corner that
+    plus ``size``, clipped to the image side, both corners included: ``size + 1`` pixels a side
+    unless it meets the right or bottom border.
+
+    Args:
+        img: PIL RGB image (not modified).
+        size: the ``v`` of ``CutoutAbs`` (FixMatch: 16).
+        generator: source of the point.
+
+    Returns:
+        A new PIL image.
+    """
+    w, h = img.size
+    x = float(torch.rand((), generator=generator)) * w
+    y = float(torch.rand((), generator=generator)) * h
+    x0, y0 = int(max(0.0, x - size / 2)), int(max(0.0, y - size / 2))
+    x1, y1 = int(min(w, x0 + size)), int(min(h, y0 + size))
+    img = img.copy()
+    ImageDraw.Draw(img).rectangle((x0, y0, x1, y1), fill=CUTOUT_FILL)
     return img
 
 
@@ -169,39 +220,43 @@ def rand_augment(
     generator: torch.Generator,
     num_ops: int = 2,
     magnitude: int = 10,
-    cutout: int = 16,
+    cutout_size: int = 16,
 ) -> Tensor:
-    """FixMatch's RandAugment (``RandAugmentMC``) and Cutout, image by image.
+    """FixMatch's RandAugment (``RandAugmentMC``) and Cutout, image by image with PIL.
 
-    Per image: ``num_ops`` operations drawn with replacement from :data:`RAND_AUGMENT_OPS`, each
-    applied with probability 0.5 at a magnitude drawn from ``1..magnitude-1``; then Cutout.
+    Per image: ``num_ops`` operations drawn with replacement from :data:`RAND_AUGMENT_OPS`; for
+    each in turn a magnitude from ``1..magnitude-1``, then a coin: with probability 0.5 the op
+    is applied. Then :func:`cutout`.
 
     Args:
         images: uint8 ``(N, 3, H, W)``.
         generator: CPU torch generator, the source of every draw.
         num_ops: operations per image (n = 2).
         magnitude: m (10).
-        cutout: side of the Cutout square in pixels (16: half of 32); 0 disables it.
+        cutout_size: the Cutout's ``size`` (16, FixMatch's ``int(32 * 0.5)``); 0 disables it.
 
     Returns:
         uint8 ``(N, 3, H, W)`` on ``images``' device.
     """
-    if images.dtype != torch.uint8 or images.dim() != 4:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(
             f"rand_augment expects uint8 (N, 3, H, W) images, got {images.dtype} "
             f"{tuple(images.shape)}; augment before normalize()."
         )
     if magnitude < 2:
         raise ValueError(f"magnitude must be >= 2 (levels 1..magnitude-1), got {magnitude}.")
-    names = list(RAND_AUGMENT_OPS)
+    ops = list(RAND_AUGMENT_OPS.values())
     out = []
-    for img in images.cpu():
-        for i in torch.randint(0, len(names), (num_ops,), generator=generator).tolist():
+    for array in images.permute(0, 2, 3, 1).cpu().numpy():  # (N, H, W, 3)
+        img = Image.fromarray(np.ascontiguousarray(array))
+        for i in torch.randint(0, len(ops), (num_ops,), generator=generator).tolist():
             v = int(torch.randint(1, magnitude, (), generator=generator))
             if float(torch.rand((), generator=generator)) < 0.5:
-                img = RAND_AUGMENT_OPS[names[i]](img, v, generator)
-        out.append(_cutout(img, cutout, generator) if cutout > 0 else img)
-    return torch.stack(out).to(images.device)
+                img = ops[i](img, v, generator)
+        if cutout_size > 0:
+            img = cutout(img, cutout_size, generator)
+        out.append(torch.from_numpy(np.array(img)))
+    return torch.stack(out).permute(0, 3, 1, 2).contiguous().to(images.device)
 
 
 def strong_augment(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -228,6 +283,8 @@ class SemiSupervisedBatches:
         strong: ``"ra"`` (RandAugment + Cutout) or ``"wa"`` (a second, independent weak view:
             FixMatch with weak augmentation only).
         device: where batches go.
+        mean, std: per-channel normalisation (default :data:`sncn.hparams.FIXMATCH`'s, the
+            CIFAR-10 statistics of FixMatch-pytorch; the project's supervised models use 0.5).
     """
 
     def __init__(
@@ -240,6 +297,8 @@ class SemiSupervisedBatches:
         generator: torch.Generator,
         strong: str = "ra",
         device: str | torch.device = "cpu",
+        mean: Sequence[float] = FIXMATCH["mean"],
+        std: Sequence[float] = FIXMATCH["std"],
     ) -> None:
         if strong not in ("ra", "wa"):
             raise ValueError(
@@ -255,6 +314,7 @@ class SemiSupervisedBatches:
         self.generator = generator
         self.strong = strong
         self.device = torch.device(device)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     @staticmethod
     def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -271,6 +331,9 @@ class SemiSupervisedBatches:
         rounds = -(-total // n)
         return torch.cat([torch.randperm(n, generator=self.generator) for _ in range(rounds)])
 
+    def _normalize(self, images: Tensor) -> Tensor:
+        return normalize(images, self.mean, self.std)
+
     def __len__(self) -> int:
         return self.steps
 
@@ -283,10 +346,10 @@ class SemiSupervisedBatches:
         for step in range(self.steps):
             li = l_order[step * b : (step + 1) * b]
             ui = u_order[step * ub : (step + 1) * ub]
-            x = normalize(weak_augment(lx[li], g))
+            x = self._normalize(weak_augment(lx[li], g))
             u = ux[ui]
-            u_weak = normalize(weak_augment(u, g))
-            u_strong = normalize(
+            u_weak = self._normalize(weak_augment(u, g))
+            u_strong = self._normalize(
                 strong_augment(u, g) if self.strong == "ra" else weak_augment(u, g)
             )
             yield tuple(t.to(self.device) for t in (x, ly[li], u_weak, u_strong, uy[ui]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from sncn.corruptions import CORRUPTIONS, SEVERITIES, make_c
 from sncn.data import data_root
 from sncn.data.augmix import AugMixViews, augmix_loader
 from sncn.data.vision import (
+    CIFAR_MEAN,
+    CIFAR_STD,
     NUM_CLASSES,
     ArrayLoader,
     load_cifar,
@@ -90,20 +93,42 @@ def corrupted_test_set(
 
 @torch.no_grad()
 def evaluate_error(
-    trainer: Trainer, images: np.ndarray, labels: np.ndarray, batch_size: int = 500
+    trainer: Trainer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 500,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
 ) -> float:
-    """Top-1 error (%) of ``trainer.predict`` on uint8 NHWC images."""
+    """Top-1 error (%) of ``trainer.predict`` on uint8 NHWC images.
+
+    Args:
+        trainer: the model's trainer (``predict`` and ``device`` are used).
+        images, labels: uint8 ``(N, H, W, 3)`` images and their labels.
+        batch_size: images per prediction.
+        mean, std: the per-channel normalisation the model was trained with (default 0.5 and
+            0.5, the paper's CIFAR code; FixMatch uses its own, :data:`sncn.hparams.FIXMATCH`).
+
+    Returns:
+        The error in percent.
+    """
     meter = ErrorMeter()
-    loader = ArrayLoader(images, labels, batch_size, device=trainer.device, transform=normalize)
+    loader = ArrayLoader(images, labels, batch_size, device=trainer.device,
+                         transform=partial(normalize, mean=mean, std=std))  # fmt: skip
     for x, y in loader:
         meter.update(trainer.predict(x), y)
     return meter.error
 
 
 def corruption_errors(
-    trainer: Trainer, folder: Path, n_test: int | None = None
+    trainer: Trainer,
+    folder: Path,
+    n_test: int | None = None,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
 ) -> dict[str, list[float]]:
-    """``{corruption: [error at severity 1..5]}`` (%) on a CIFAR-C folder (first ``n_test``)."""
+    """``{corruption: [error at severity 1..5]}`` (%) on a CIFAR-C folder (first ``n_test``),
+    the images normalised with ``mean`` and ``std`` (:func:`evaluate_error`)."""
     errors: dict[str, list[float]] = {}
     for corruption in CORRUPTIONS:
         errors[corruption] = []
@@ -111,7 +136,7 @@ def corruption_errors(
             images, labels = load_cifar_c(folder, corruption, severity)
             if n_test is not None and n_test < len(labels):
                 images, labels = subset(images, labels, n_test, 0)
-            errors[corruption].append(evaluate_error(trainer, images, labels))
+            errors[corruption].append(evaluate_error(trainer, images, labels, mean=mean, std=std))
     return errors
 
 
@@ -122,16 +147,26 @@ def robustness_metrics(
     c_folder: Path,
     source: str,
     test_subset: int = 0,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
 ) -> dict[str, Any]:
     """Clean error on ``(test_x, test_y)`` and CIFAR-C errors from ``c_folder`` with their mCE.
+
+    Args:
+        trainer: the model's trainer.
+        test_x, test_y: the clean test images (uint8 NHWC) and labels.
+        c_folder: the CIFAR-C folder (:func:`corrupted_test_set`).
+        source: ``"official"`` or ``"generated"``, recorded as ``cifar_c``.
+        test_subset: images per corruption and severity (0: all).
+        mean, std: the normalisation of every test image (default 0.5 and 0.5, the paper's).
 
     Returns:
         ``clean_error``, ``mce``, ``errors`` (``{corruption: [E_1..E_5]}``) and ``cifar_c``
         (``source``: which CIFAR-C, official or generated).
     """
-    errors = corruption_errors(trainer, c_folder, test_subset or None)
+    errors = corruption_errors(trainer, c_folder, test_subset or None, mean, std)
     return {
-        "clean_error": evaluate_error(trainer, test_x, test_y),
+        "clean_error": evaluate_error(trainer, test_x, test_y, mean=mean, std=std),
         "mce": cifar_mce(errors),
         "errors": errors,
         "cifar_c": source,
@@ -166,7 +201,12 @@ def apply_overrides(setting: dict[str, Any], overrides: dict[str, Any]) -> dict[
 def build_trainer(
     setting: dict[str, Any], model: torch.nn.Module, steps: int, device: torch.device
 ) -> Trainer:
-    """The cell's trainer: SGD (Nesterov) with a per-step cosine schedule to 1e-6."""
+    """The cell's trainer: SGD (Nesterov) with a per-step cosine schedule to 1e-6.
+
+    On CUDA the trainer runs with mixed precision (fp16 autocast and a gradient scaler, for
+    training and for ``predict``, hence for every test and CIFAR-C error) and channels_last
+    memory; the released ``cifar.py`` trains and evaluates in fp32. On the CPU it runs in fp32.
+    """
     model.to(device)
     opt = sgd(model, setting["lr"], setting["momentum"], setting["weight_decay"])
     sched = cosine_schedule(opt, steps, lr_min_ratio=1e-6 / setting["lr"])
@@ -250,7 +290,7 @@ def run(
     trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev)
 
     if setting["trainer"] == "augmix":
-        views = AugMixViews(train_x, train_y)
+        views = AugMixViews(train_x, train_y, implementation=setting["augmix_implementation"])
 
         def batches(epoch: int, generator: torch.Generator) -> Iterable:
             return augmix_loader(views, bs, generator)

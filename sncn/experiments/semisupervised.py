@@ -14,10 +14,12 @@ Variants (:data:`VARIANTS`): FixMatch with RandAugment (``ra``) or weak augmenta
 better one"; it does not say by which measure, so the figure takes the CN variant with the lower
 clean error, and the table shows both.
 
-Settings: :data:`sncn.hparams.FIXMATCH`. Deviations from the implementation the paper used: the
-WRN is the project's (AugMix's WRN with ReLU and BatchNorm momentum 0.1, not FixMatch's leaky
-ReLU 0.1 and momentum 0.001), images are normalised with the project's mean and std (0.5), and
-the RandAugment operations are torchvision's (see :mod:`sncn.data.semisup`).
+Settings: :data:`sncn.hparams.FIXMATCH`. As in the implementation the paper used
+(kekmodel/FixMatch-pytorch): its WRN (leaky ReLU 0.1, BatchNorm momentum 0.001, pre-activation
+shared by both branches only in the first block of stage 1, Xavier-normal classifier; the
+``wrn`` options of :mod:`sncn.models.cifar`), its CIFAR-10 normalisation (``mean``, ``std``) for
+training and for the clean and CIFAR-10-C test images, and its PIL RandAugment and Cutout
+(:mod:`sncn.data.semisup`).
 """
 
 from __future__ import annotations
@@ -88,10 +90,22 @@ def resolve_setting(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return {**FIXMATCH, **(overrides or {})}
 
 
+#: keys of :data:`sncn.hparams.FIXMATCH` that go to the model constructor
+MODEL_KEYS = (
+    "depth",
+    "widen_factor",
+    "leaky_slope",
+    "bn_momentum",
+    "activate_before_residual",
+    "fc_init",
+)
+
+
 def build_model(variant: str, setting: dict[str, Any], **model_kwargs: Any) -> torch.nn.Module:
-    """The WRN of ``variant``: CN units after every block for the CN variants, plain otherwise."""
+    """The WRN of ``variant`` (``setting``'s :data:`MODEL_KEYS`): CN units after every block for
+    the CN variants, plain otherwise; ``model_kwargs`` override."""
     _, cn_data = check_variant(variant)
-    kwargs: dict[str, Any] = {"depth": setting["depth"], "widen_factor": setting["widen_factor"]}
+    kwargs: dict[str, Any] = {k: setting[k] for k in MODEL_KEYS}
     if cn_data is not None:
         kwargs.update(cnsn_type="cn", pos=setting["pos"], crop=setting["crop"])
     return create_model(setting["arch"], num_classes=10, **{**kwargs, **model_kwargs})
@@ -181,17 +195,20 @@ def run(
             (train_x[labelled], train_y[labelled]),
             (train_x[unlabelled], train_y[unlabelled]),
             setting["batch_size"], setting["mu"], setting["eval_step"], generator, strong, dev,
+            mean=setting["mean"], std=setting["std"],
         )  # fmt: skip
 
+    norm = {"mean": setting["mean"], "std": setting["std"]}  # the training normalisation
+
     def evaluate(t: FixMatchTrainer) -> dict[str, float]:
-        return {"test_error": evaluate_error(t, test_x, test_y)}
+        return {"test_error": evaluate_error(t, test_x, test_y, **norm)}
 
     start = time.perf_counter()
     history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
                   progress=progress, description=folder.name)  # fmt: skip
     train_seconds = time.perf_counter() - start
     metrics = {
-        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
+        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset, **norm),
         "history": history,
         "steps": steps,
         "train_seconds": train_seconds,
