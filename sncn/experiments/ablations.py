@@ -7,7 +7,16 @@ and budget, so arms with identical settings (e.g. CN at ``post`` in Figure 9 and
 "all", or in notebook 01 at the same budget) train once.
 
 The paper runs these on CIFAR-100-C with WRN-40-2 (Figure 9, Tables 5-7) and on both datasets and
-all four backbones (Tables 8-13); its numbers here are mCE (%).
+all four backbones (Tables 8-13: 8, 9 and 12 on CIFAR-10-C, 10, 11 and 13 on CIFAR-100-C); its
+numbers here are mCE (%). Each arm records the dataset of its paper number (``paper_dataset``), and
+a table shows the paper's number only beside runs on that dataset (:func:`study_rows`,
+:func:`paper_note`): the WRN studies run on another dataset, or backbone tables of one dataset,
+are never set beside the other dataset's numbers.
+
+The peers study puts MixStyle, pAdaIN and DSU (:mod:`sncn.peers`) both in CrossNorm's slots (the
+CN units after every WRN block, switched on in every unit at every step) and at each one's own
+paper's sites (``peer_sites="own"``: :data:`sncn.models.cifar.OWN_SITES`, on at every step); its
+table says which in the column ``placement``.
 """
 
 from __future__ import annotations
@@ -20,23 +29,50 @@ from typing import Any
 import numpy as np
 
 from sncn.experiments import cifar_c
+from sncn.models.cifar import OWN_SITES
 from sncn.results import mean_std
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One bar/cell of a study: ``method`` of :data:`sncn.hparams.CIFAR_METHODS` + overrides."""
+    """One bar/cell of a study: ``method`` of :data:`sncn.hparams.CIFAR_METHODS` + overrides.
+
+    ``paper`` is the paper's mCE (%) on ``paper_dataset``'s CIFAR-C (CIFAR-100-C for the WRN
+    studies; the backbone tables set theirs).
+    """
 
     label: str
     method: str
     overrides: dict[str, Any] = field(default_factory=dict)
     paper: float | None = None
+    placement: str | None = None  # where the units sit, for the peers table
+    paper_dataset: str = "cifar100"
+
+
+#: dataset -> the name of its corrupted test set
+C_NAMES = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
 
 
 POSITIONS = ("residual", "post", "pre", "identity")
 CROPS = ("neither", "content", "style", "both")
 #: the peers switched on in every unit at every step, each applying its own paper's probability
 PEER_SWITCH = {"cn_prob": 1.0, "active_num": 1000}
+#: the peers of CrossNorm: table name -> ``cnsn_type``
+PEERS = {"MixStyle": "mixstyle", "pAdaIN": "padain", "DSU": "dsu"}
+#: ``peer_sites`` of the CIFAR models -> how the peers table names the placement
+PLACEMENTS = {"crossnorm": "CN slots", "own": "own sites"}
+CN_SLOTS = "CN slots: after every block (post)"
+
+
+def _peer_arm(name: str, sites: str) -> Arm:
+    """A peer of CrossNorm in CrossNorm's slots or at its own paper's sites (``sites``)."""
+    peer = PEERS[name]
+    model = {"cnsn_type": peer, "pos": "post", "crop": None, "beta": None}
+    if sites == "own":
+        model["peer_sites"] = "own"  # absent for CN slots: their run names predate the option
+    placement = CN_SLOTS if sites == "crossnorm" else f"own sites: {OWN_SITES[peer]}"
+    overrides = {"model": model, **PEER_SWITCH}
+    return Arm(f"{name} ({PLACEMENTS[sites]})", "cn", overrides, placement=placement)
 
 
 def _blocks(where: str) -> dict[str, Any]:
@@ -96,52 +132,82 @@ WRN_STUDIES: dict[str, list[Arm]] = {
         Arm("SNCN+Crop+CR", "sncn_consistency", {}, 43.7),
     ],
     "peers": [
-        Arm("CN", "cn", {"model": {"pos": "post"}}),
-        Arm("SNCN", "sncn", {}),
-        *(
-            Arm(
-                name,
-                "cn",
-                {
-                    "model": {"cnsn_type": t, "pos": "post", "crop": None, "beta": None},
-                    **PEER_SWITCH,
-                },
-            )
-            for name, t in (("MixStyle", "mixstyle"), ("pAdaIN", "padain"), ("DSU", "dsu"))
-        ),
-    ],  # fmt: skip
+        Arm("CN", "cn", {"model": {"pos": "post"}}, placement=CN_SLOTS),
+        Arm("SNCN", "sncn", {}, placement=CN_SLOTS),
+        *(_peer_arm(name, sites) for sites in PLACEMENTS for name in PEERS),
+    ],
 }
 
-#: Tables 8-11 (positions per backbone) and 12-13 (crops with SNCN), CIFAR-10-C numbers; the
-#: CIFAR-100-C ones are in the paper's Tables 10, 11 and 13.
+#: Positions of SN and CN per backbone in Tables 8-11 (the CIFAR models' ``pos``).
 BACKBONE_POSITIONS = {"allconv": ("1", "2", "3"), "densenet": ("pre", "post"),
                       "wrn": POSITIONS, "resnext": POSITIONS}  # fmt: skip
-PAPER_POSITIONS_C10 = {
-    ("sn", "allconv"): (24.01, 26.38, 25.56), ("sn", "densenet"): (23.40, 21.96),
-    ("sn", "wrn"): (22.69, 21.29, 20.78, 22.29), ("sn", "resnext"): (21.94, 24.76, 21.49, 21.99),
-    ("cn", "allconv"): (25.99, 26.27, 26.84), ("cn", "densenet"): (24.72, 29.17),
-    ("cn", "wrn"): (25.20, 21.62, 24.91, 23.27), ("cn", "resnext"): (26.71, 22.37, 23.75, 26.92),
+#: dataset -> the paper's tables of SN positions, CN positions and SNCN crops (App. 6.2)
+PAPER_TABLE_NUMBERS = {"cifar10": (8, 9, 12), "cifar100": (10, 11, 13)}
+#: dataset -> (method, backbone) -> the paper's mCE at each :data:`BACKBONE_POSITIONS` entry:
+#: Tables 8 (SN) and 9 (CN) on CIFAR-10-C, Tables 10 (SN) and 11 (CN) on CIFAR-100-C.
+PAPER_POSITIONS = {
+    "cifar10": {
+        ("sn", "allconv"): (24.01, 26.38, 25.56), ("sn", "densenet"): (23.40, 21.96),
+        ("sn", "wrn"): (22.69, 21.29, 20.78, 22.29),
+        ("sn", "resnext"): (21.94, 24.76, 21.49, 21.99),
+        ("cn", "allconv"): (25.99, 26.27, 26.84), ("cn", "densenet"): (24.72, 29.17),
+        ("cn", "wrn"): (25.20, 21.62, 24.91, 23.27),
+        ("cn", "resnext"): (26.71, 22.37, 23.75, 26.92),
+    },
+    "cifar100": {
+        ("sn", "allconv"): (50.30, 51.63, 51.03), ("sn", "densenet"): (53.86, 54.67),
+        ("sn", "wrn"): (49.28, 47.44, 49.82, 48.43),
+        ("sn", "resnext"): (47.56, 49.00, 50.86, 50.44),
+        ("cn", "allconv"): (52.20, 52.49, 52.69), ("cn", "densenet"): (55.44, 57.57),
+        ("cn", "wrn"): (52.06, 48.76, 51.74, 50.26),
+        ("cn", "resnext"): (51.47, 46.95, 47.87, 50.22),
+    },
 }  # fmt: skip
-PAPER_CROPS_C10 = {
-    "allconv": (18.98, 20.29, 18.82, 20.28),
-    "densenet": (18.75, 18.23, 18.70, 18.83),
-    "wrn": (17.93, 17.99, 16.77, 17.47),
-    "resnext": (17.73, 18.52, 18.37, 18.59),
+#: dataset -> backbone -> the paper's mCE of SNCN with crop neither, content, style, both (each
+#: backbone at its SNCN position): Table 12 on CIFAR-10-C, Table 13 on CIFAR-100-C. Read through
+#: the text extraction's typos: "18:75" -> 18.75, "17:93" -> 17.93, "17:73-" -> 17.73,
+#: "5138" -> 51.38, "46:58" -> 46.58, "-41.03-" -> 41.03.
+PAPER_CROPS = {
+    "cifar10": {
+        "allconv": (18.98, 20.29, 18.82, 20.28),
+        "densenet": (18.75, 18.23, 18.70, 18.83),
+        "wrn": (17.93, 17.99, 16.77, 17.47),
+        "resnext": (17.73, 18.52, 18.37, 18.59),
+    },
+    "cifar100": {
+        "allconv": (44.17, 46.92, 43.86, 46.08),
+        "densenet": (51.38, 49.40, 49.13, 48.97),
+        "wrn": (46.58, 45.08, 45.82, 44.46),
+        "resnext": (41.03, 44.85, 42.96, 46.52),
+    },
 }
 
 
-def backbone_studies(backbones: Sequence[str]) -> dict[str, list[Arm]]:
-    """Tables 8/9 (SN and CN positions) and 12 (SNCN crops) for ``backbones``."""
+def backbone_studies(backbones: Sequence[str], dataset: str = "cifar10") -> dict[str, list[Arm]]:
+    """The SN and CN positions and the SNCN crops per backbone, with the paper's numbers of
+    ``dataset``: Tables 8, 9 and 12 for ``cifar10``, Tables 10, 11 and 13 for ``cifar100``.
+
+    Args:
+        backbones: CIFAR backbones (keys of :data:`BACKBONE_POSITIONS`).
+        dataset: ``cifar10`` or ``cifar100``, the dataset the arms are run on.
+
+    Returns:
+        ``table<k>_<backbone>`` -> arms, ``k`` the paper's table number for ``dataset``.
+    """
+    if dataset not in PAPER_TABLE_NUMBERS:
+        raise ValueError(f"dataset must be one of {sorted(PAPER_TABLE_NUMBERS)}, got {dataset!r}.")
+    sn_table, cn_table, crop_table = PAPER_TABLE_NUMBERS[dataset]
     studies: dict[str, list[Arm]] = {}
     for b in backbones:
-        for kind in ("sn", "cn"):
-            studies[f"table{8 if kind == 'sn' else 9}_{b}"] = [
-                Arm(f"{kind.upper()} {p}", kind, {"model": {"pos": p}}, v)
-                for p, v in zip(BACKBONE_POSITIONS[b], PAPER_POSITIONS_C10[(kind, b)], strict=True)
+        for kind, table in (("sn", sn_table), ("cn", cn_table)):
+            paper = PAPER_POSITIONS[dataset][(kind, b)]
+            studies[f"table{table}_{b}"] = [
+                Arm(f"{kind.upper()} {p}", kind, {"model": {"pos": p}}, v, paper_dataset=dataset)
+                for p, v in zip(BACKBONE_POSITIONS[b], paper, strict=True)
             ]
-        studies[f"table12_{b}"] = [
-            Arm(f"SNCN crop {c}", "sncn", {"model": {"crop": c}}, v)
-            for c, v in zip(CROPS, PAPER_CROPS_C10[b], strict=True)
+        studies[f"table{crop_table}_{b}"] = [
+            Arm(f"SNCN crop {c}", "sncn", {"model": {"crop": c}}, v, paper_dataset=dataset)
+            for c, v in zip(CROPS, PAPER_CROPS[dataset][b], strict=True)
         ]
     return studies
 
@@ -165,39 +231,69 @@ def run_studies(
         **budget: keyword arguments of :func:`sncn.experiments.cifar_c.run` (epochs, subsets, ...).
 
     Returns:
-        study name -> ``[(arm, [metrics per seed])]``.
+        study name -> ``[(arm, [metrics per seed])]``; each metrics dict is
+        :func:`sncn.experiments.cifar_c.run`'s with the run's ``dataset`` added.
     """
     out = {}
     for study, arms in studies.items():
         b = backbone if isinstance(backbone, str) else backbone[study]
         out[study] = [
-            (arm, [cifar_c.run(dataset, b, arm.method, results_dir, seed=s,
-                               overrides=arm.overrides, **budget)
+            (arm, [{**cifar_c.run(dataset, b, arm.method, results_dir, seed=s,
+                                  overrides=arm.overrides, **budget), "dataset": dataset}
                    for s in seeds])
             for arm in arms
         ]  # fmt: skip
     return out
 
 
+def _datasets(seeds: Sequence[dict[str, Any]]) -> set[str | None]:
+    return {m.get("dataset") for m in seeds}
+
+
+def paper_number(arm: Arm, seeds: Sequence[dict[str, Any]]) -> float | None:
+    """The arm's paper mCE if its runs (``seeds``' ``dataset``) are on the paper's dataset, else
+    None: a number of one CIFAR-C is never set beside runs on the other (or of unknown data)."""
+    return arm.paper if _datasets(seeds) == {arm.paper_dataset} else None
+
+
+def paper_note(results: list[tuple[Arm, list[dict[str, Any]]]]) -> str:
+    """A table note saying what its ``paper mCE`` column holds, or why it is empty."""
+    theirs = sorted({arm.paper_dataset for arm, _ in results if arm.paper is not None})
+    if not theirs:
+        return "paper mCE: the paper gives no number for these arms."
+    names = " and ".join(C_NAMES.get(d, d) for d in theirs)
+    if all(paper_number(a, s) is not None for a, s in results if a.paper is not None):
+        return f"paper mCE: the paper's {names} numbers, the dataset of our runs."
+    ours = sorted({str(d) for _, seeds in results for d in _datasets(seeds)})
+    return (f"paper mCE left empty where our runs ({', '.join(ours)}) are not on the dataset of "
+            f"the paper's numbers ({names}): they are not comparable.")  # fmt: skip
+
+
 def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """One row per arm: our clean error and mCE (mean, spread over seeds) beside the paper's."""
+    """One row per arm: our clean error and mCE (mean, spread over seeds) beside the paper's
+    (:func:`paper_number`: empty unless the runs are on the paper's dataset), the runs'
+    ``dataset``; a ``placement`` column when an arm has one (the peers study)."""
     rows = []
+    with_placement = any(arm.placement is not None for arm, _ in results)
     for arm, seeds in results:
         mce, mce_std = mean_std([m["mce"] for m in seeds])
         rows.append({
             "arm": arm.label,
+            **({"placement": arm.placement} if with_placement else {}),
             "clean error": mean_std([m["clean_error"] for m in seeds])[0],
             "mCE": mce,
             "mCE std": mce_std,
             "seeds": len(seeds),
-            "paper mCE": arm.paper,
+            "dataset": ", ".join(sorted(str(d) for d in _datasets(seeds))),
+            "paper mCE": paper_number(arm, seeds),
             "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
     return rows
 
 
 def figure9(results: dict[str, list[tuple[Arm, list[dict[str, Any]]]]], title: str = ""):
-    """Figure 9: mCE of SN/CN positions (left) and CrossNorm variants (right), ours vs paper."""
+    """Figure 9: mCE of SN/CN positions (left) and CrossNorm variants (right), ours vs paper
+    (the paper's bars only beside runs on its dataset, CIFAR-100, :func:`paper_number`)."""
     import matplotlib.pyplot as plt
 
     studies = [s for s in ("fig9_positions", "fig9_crossnorm_variants") if s in results]
@@ -208,10 +304,13 @@ def figure9(results: dict[str, list[tuple[Arm, list[dict[str, Any]]]]], title: s
         arms = results[study]
         labels = [a.label for a, _ in arms]
         ours = [float(np.mean([m["mce"] for m in s])) for _, s in arms]
-        paper = [np.nan if a.paper is None else a.paper for a, _ in arms]
+        paper = [paper_number(a, s) for a, s in arms]
         pos = np.arange(len(arms))
         ax.bar(pos - 0.2, ours, 0.4, label="ours")
-        ax.bar(pos + 0.2, paper, 0.4, label="paper (CIFAR-100-C)")
+        if any(v is not None for v in paper):
+            paper_data = " and ".join(sorted({C_NAMES[a.paper_dataset] for a, _ in arms}))
+            ax.bar(pos + 0.2, [np.nan if v is None else v for v in paper], 0.4,
+                   label=f"paper ({paper_data})")  # fmt: skip
         ax.set_xticks(pos, labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("mCE (%)")
         ax.set_title(study.replace("_", " "))
@@ -229,20 +328,35 @@ def run_all(
     backbone: str,
     seeds: Sequence[int],
     results_dir: str | os.PathLike,
+    *,
+    backbone_dataset: str = "cifar10",
     **budget: Any,
 ) -> dict[str, list[tuple[Arm, list[dict[str, Any]]]]]:
-    """The named WRN studies on ``backbone`` plus Tables 8, 9 and 12 for ``backbone_tables``.
+    """The named WRN studies on ``dataset`` plus the backbone tables on ``backbone_dataset``.
 
-    ``budget["model_kwargs"]`` applies to the WRN studies only (it is architecture-specific).
+    Args:
+        studies: keys of :data:`WRN_STUDIES`, run with ``backbone``.
+        backbone_tables: backbones whose position and crop tables (:func:`backbone_studies`) run.
+        dataset: the WRN studies' dataset (the paper's: ``cifar100``).
+        backbone: the WRN studies' backbone (the paper's: ``wrn``).
+        seeds: seeds per arm.
+        results_dir: the profile's results folder.
+        backbone_dataset: the backbone tables' dataset: ``cifar10`` runs the paper's Tables 8,
+            9 and 12, ``cifar100`` its Tables 10, 11 and 13.
+        **budget: :func:`sncn.experiments.cifar_c.run` keywords; ``model_kwargs`` applies to the
+            WRN studies only (it is architecture-specific).
+
+    Returns:
+        study name -> ``[(arm, [metrics per seed])]`` (:func:`run_studies`).
     """
     unknown = set(studies) - set(WRN_STUDIES)
     if unknown:
         raise ValueError(f"unknown studies {sorted(unknown)}; choose from {sorted(WRN_STUDIES)}.")
     out = run_studies({s: WRN_STUDIES[s] for s in studies}, dataset, backbone, seeds,
                       results_dir, **budget)  # fmt: skip
-    per_backbone = backbone_studies(backbone_tables)
+    per_backbone = backbone_studies(backbone_tables, backbone_dataset)
     budget = {**budget, "model_kwargs": {}}
     for name, arms in per_backbone.items():
         b = name.split("_", 1)[1]
-        out.update(run_studies({name: arms}, dataset, b, seeds, results_dir, **budget))
+        out.update(run_studies({name: arms}, backbone_dataset, b, seeds, results_dir, **budget))
     return out
