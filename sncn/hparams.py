@@ -20,8 +20,11 @@ PROFILES = ("smoke", "quick", "paper")
 
 #: CrossNorm / SelfNorm settings of the paper (§3.2 and "Hyper-parameters" in §4): CN is turned
 #: on with probability ``cn_prob`` in ``active_num`` randomly chosen units per step (grid: 1 or 2
-#: units, 0.25 or 0.5); crop boxes have an area ratio of at least ``threshold`` (t = 0.1), drawn
-#: from Beta(``beta``, ``beta``) (uniform).
+#: units, 0.25 or 0.5); crop boxes have an area ratio above ``threshold`` (t = 0.1), from a
+#: ratio drawn from Beta(``beta``, ``beta``) (uniform). ``box`` and ``pairing`` are the released
+#: code's (``cn_rand_bbox``: clipped boxes of side int(S sqrt(r)), mean area ratio about 1/3;
+#: ``torch.randperm`` partners). Options (FIDELITY.md): ``box="paper"``, the paper's text (a
+#: square of ratio U(t, 1) inside the map); ``pairing="derangement"`` (always another sample).
 LAYER_DEFAULTS: dict[str, Any] = {
     "cn_prob": 0.5,
     "active_num": 1,
@@ -30,6 +33,8 @@ LAYER_DEFAULTS: dict[str, Any] = {
     "beta": 1.0,
     "threshold": 0.1,
     "order": "cn-sn",
+    "box": "released",
+    "pairing": "permutation",
 }
 
 _SENTIMENT_QUICK: dict[str, Any] = {
@@ -74,10 +79,21 @@ _WRN_STUDIES = (
 #: labelled subsets drawn per class with ``label_seed`` (the paper: 1). ``labels``: the text's
 #: 250 and 4,000 and Figure 4's 1,000. The paper does not give CrossNorm's settings for
 #: FixMatch: the supervised ones (LAYER_DEFAULTS; CN units after every WRN block, ``pos="post"``).
+#: The WRN and the image normalisation are FixMatch-pytorch's (``models/wideresnet.py``,
+#: ``dataset/cifar.py``): leaky ReLU 0.1, BatchNorm momentum 0.001, only stage 1's first block
+#: pre-activating both branches, Xavier-normal classifier, CIFAR-10 mean/std. The supervised
+#: models' (AugMix, the released CNSN code) are ``leaky_slope=0.0, bn_momentum=0.1,
+#: activate_before_residual="all", fc_init="pytorch"`` and mean = std = 0.5.
 FIXMATCH: dict[str, Any] = {
     "arch": "wrn",
     "depth": 28,
     "widen_factor": 2,
+    "leaky_slope": 0.1,
+    "bn_momentum": 0.001,
+    "activate_before_residual": (1,),
+    "fc_init": "xavier_normal",
+    "mean": (0.4914, 0.4822, 0.4465),
+    "std": (0.2471, 0.2435, 0.2616),
     "batch_size": 64,
     "mu": 7,
     "threshold": 0.95,
@@ -109,19 +125,28 @@ _SEMISUP_QUICK: dict[str, Any] = {
     "MU": 3,
     "EMA_DECAY": 0.99,
     "TEST_SUBSET": 200,
-    "MODEL_KWARGS": {"depth": 16, "widen_factor": 1},
+    "MODEL_KWARGS": {"depth": 16, "widen_factor": 1, "bn_momentum": 0.01},
 }
 
 #: ImageNet (Table 2, Tables 16-19), the paper's names: §4.1 and the released ``imagenet.py`` /
-#: ``imagenet-scripts``: 90 epochs, global batch 256, lr 0.1 x batch/256 divided by 10 at epochs 30
-#: and 60, SGD momentum 0.9 (no Nesterov), weight decay 1e-4, CN on the input with probability 0.5.
+#: ``imagenet-scripts``: 90 epochs, lr 0.1 x batch/256 divided by 10 at epochs 30 and 60, SGD
+#: momentum 0.9 (no Nesterov), weight decay 1e-4, CN on the input with probability 0.5, and the
+#: global batch of each method's released script: 128 (peak lr 0.05) in run-sn.sh, run-cn.sh,
+#: run-cnsn.sh and run-cnsn-consist.sh, 256 (peak lr 0.1) in run-cnsn-augmix.sh.
 IMAGENET_SETTING: dict[str, Any] = {
     "epochs": 90,
-    "batch_size": 256,
-    "lr": 0.1,
+    # "released": the global batch of the method's released script
+    # (sncn.experiments.imagenet_c.RELEASED_SCRIPT): 128 for every method but the AugMix ones,
+    # 256 for those. An int: that global batch for every method. 0 means "released".
+    "batch_size": "released",
+    "lr": 0.1,  # per 256 images: the optimiser's lr is lr x batch_size / 256
     "momentum": 0.9,
     "weight_decay": 1e-4,
-    "milestones": (30, 60),
+    # "released": lr / 10 at epochs // 3 and 2 * (epochs // 3), the released adjust_learning_rate
+    # (30 and 60 at 90 epochs, as §4.1 says; a shortened run decays too, below 3 epochs it runs
+    # at lr / 100 throughout). Epochs, e.g. (30, 60): fixed steps (a run of <= 30 epochs never
+    # decays).
+    "milestones": "released",
     "image_size": 224,
     "cn_prob": 0.5,
     "active_num": 1,
@@ -134,12 +159,21 @@ IMAGENET_SETTING: dict[str, Any] = {
     "eval_batch_size": 250,
     "layers": (3, 4, 6, 3),
     "width": 64,
+    # "": from scratch, as every released script but run-cn.sh (Table 2's SNCN, SNCN+AugMix and
+    # AugMix* rows, Table 19's SN/SNCN/SNCN+Crop, Tables 16-18). "torchvision": fine-tune
+    # torchvision's ImageNet ResNet-50 (ResNet50_Weights.IMAGENET1K_V1, run-cn.sh's
+    # resnet50-19c8e357.pth re-saved), loaded non-strictly: Table 19's CN column (App. 6.4), our
+    # method "cn_finetune". A path: a local state dict loaded the same way.
     "pretrained": "",
+    # AugMix methods only (sncn.data.augmix.ImageAugMixViews, severity 1): "reference" samples
+    # and mixes as the released imagenet.py / AugMix code (levels U(0.1, 1), float mixing);
+    # "torchvision" is torchvision's transforms.AugMix (grid levels, uint8 mixture).
+    "augmix_implementation": "reference",
 }
 _IMAGENET_C_QUICK: dict[str, Any] = {
     "METHODS": ["basic", "sn", "cn", "sncn"],
     "SEED": 0,
-    "EPOCHS": 6,
+    "EPOCHS": 6,  # lr / 10 at epochs 2 and 4 (IMAGENET_SETTING["milestones"] = "released")
     "BATCH_SIZE": 64,
     "IMAGE_SIZE": 48,
     "LAYERS": [3, 4, 6, 3],
@@ -168,6 +202,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
                 "basic",
                 "sn",
                 "cn",
+                "cn_finetune",
                 "sncn",
                 "sncn_crop",
                 "sncn_consistency",
@@ -190,7 +225,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
                 "cn_post",
             ],
             "EPOCHS": 90,
-            "BATCH_SIZE": 256,
+            "BATCH_SIZE": 0,  # each method's released script's: 128, the AugMix methods 256
             "IMAGE_SIZE": 224,
             "WIDTH": 64,
             "TRAIN_PER_CLASS": 0,
@@ -259,7 +294,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "02_ablations": {
-        # WRN-40-2 on CIFAR-10, every WRN study (Figure 9, Tables 5-7, peers: 37 distinct runs)
+        # WRN-40-2 on CIFAR-10, every WRN study (Figure 9, Tables 5-7, peers: 40 distinct runs)
         # in about 20 minutes on a 2-core CPU: 16 steps of 128 images per run and 20 test
         # images per corruption and severity. At this budget the differences are mostly noise.
         "quick": {
@@ -274,12 +309,14 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "TEST_SUBSET": 20,
             "MODEL_KWARGS": {},
         },
-        # The paper's studies on CIFAR-100-C and Tables 8, 9, 12 for all four backbones.
+        # The paper's WRN studies on CIFAR-100-C and its Tables 8, 9, 12 (CIFAR-10-C) for all
+        # four backbones; BACKBONE_DATASET "cifar100" would run Tables 10, 11, 13 instead.
         "paper": {
             "DATASET": "cifar100",
             "BACKBONE": "wrn",
             "STUDIES": list(_WRN_STUDIES),
             "BACKBONE_TABLES": ["allconv", "densenet", "wrn", "resnext"],
+            "BACKBONE_DATASET": "cifar10",
             "SEEDS": [0],
             "EPOCHS": 0,
             "BATCH_SIZE": 0,
@@ -291,8 +328,9 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
     "04_semisupervised": {
         # FixMatch (WA, RA) with and without CN at 250 labels on a 2-core CPU in under 10
         # minutes: WRN-16-1, 300 steps of 16 labelled + 48 unlabelled images, EMA 0.99 (0.999
-        # would still mostly hold the initial weights after 300 steps), 200 test images per
-        # corruption and severity.
+        # would still mostly hold the initial weights after 300 steps) and for the same reason
+        # BatchNorm momentum 0.01 (FixMatch-pytorch's 0.001 would leave the running statistics
+        # at a quarter of the way), 200 test images per corruption and severity.
         "quick": _SEMISUP_QUICK,
         # The paper: WRN-28-2, 1,024 epochs of 1,024 steps, B = 64, mu = 7, EMA 0.999, all test
         # images, 250 / 1,000 / 4,000 labels. Days per run on a GPU: checkpointed every epoch.
@@ -313,7 +351,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
 #: GTA5 -> Cityscapes segmentation (§4.2, Tables 3 and 20): the paper's text (FCN-ResNet50,
 #: 80 epochs, batch 16, ImageNet initialisation, random scale/flip/rotation/crop 713 x 713,
 #: 2-instance CrossNorm with style crop) and, where the text is silent, its released configuration
-#: (``segmentation/config/gtav/gtav_fcn50_sncn.yaml``): base lr 0.01 (heads x10), poly power
+#: (``segmentation/config/gtav/gtav_fcn50_cnsn.yaml``): base lr 0.01 (heads x10), poly power
 #: 0.9, momentum 0.9, weight decay 1e-4, auxiliary loss 0.4, scale 0.5-2, rotation +-10 degrees,
 #: CN on in half of the steps (``mix_prob``) with one unit (``active_num``), box threshold 0.1.
 #: ``eval_window``: 713-pixel sliding window (0 = whole images). ``backbone_weights``: a local
@@ -330,15 +368,25 @@ SEGMENTATION: dict[str, Any] = {
     "crop_size": 713,
     "scale": (0.5, 2.0),
     "rotate": (-10.0, 10.0),
+    # released RandomGaussianBlur (util/transform.py, after scale and rotation in train_cnsn.py):
+    # OpenCV's 5 x 5 kernel with sigma 0 on half of the images; blur_prob 0 turns it off
+    "blur_prob": 0.5,
+    "blur_kernel": 5,
     "cn_prob": 0.5,
     "active_num": 1,
     "instances": 2,
     "beta": 1.0,
     "threshold": 0.1,
-    "image_cn": True,
+    # False: CrossNorm after every bottleneck of blocks 1-4 only, the released config
+    # (gtav_fcn50_cnsn.yaml, block_idxs 1_2_3_4, no block 0); True adds one on the input images,
+    # as the caption of the paper's Figure 14 says ("both image and feature level")
+    "image_cn": False,
     "depth": 50,
     "width": 64,
     "eval_window": 713,
+    # "zero": mIoU over all 19 classes, one absent from labels and predictions counting 0 (the
+    # released validate() in train_cnsn.py); "skip": over the classes present only
+    "miou_absent": "zero",
     "backbone_weights": "",
 }
 
@@ -431,7 +479,10 @@ def cifar_setting(dataset: str, backbone: str, method: str) -> dict[str, Any]:
     Returns:
         ``{"model": create_model kwargs (without num_classes), "trainer": "supervised" |
         "consistency" | "augmix", "cn_prob", "active_num", "consist_wt", "epochs", "batch_size",
-        "lr", "momentum", "weight_decay"}``.
+        "lr", "momentum", "weight_decay"}``, and for AugMix methods ``"augmix_implementation"``:
+        ``"reference"`` (the released code's and AugMix's sampling and float mixing, severity 3)
+        or ``"torchvision"`` (torchvision's ``transforms.AugMix``); see
+        :class:`sncn.data.augmix.AugMixViews`.
     """
     from sncn.released_settings import RELEASED_SCRIPTS
 
@@ -467,4 +518,7 @@ def cifar_setting(dataset: str, backbone: str, method: str) -> dict[str, Any]:
         "lr": float(script["lr"]),
         "momentum": float(script["momentum"]),
         "weight_decay": float(script["weight_decay"]),
+        # AugMix's views: "reference" as the released cifar.py (AugMixDataset); "torchvision" the
+        # library transform. Only AugMix cells carry it, so other cells keep their run names.
+        **({"augmix_implementation": "reference"} if trainer == "augmix" else {}),
     }

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BOX_SAMPLERS",
     "CNSN",
     "CROP_MODES",
+    "PAIRINGS",
     "CrossNorm",
     "SelfNorm",
     "StyleLayer",
@@ -46,6 +48,15 @@ __all__ = [
 ]
 
 CROP_MODES = ("neither", "style", "content", "both")
+#: How a crop box is drawn (:func:`sample_box`): ``"released"`` is the authors' code, ``"paper"``
+#: the paper's text (a square of area ratio r ~ U(t, 1) inside the map).
+BOX_SAMPLERS = ("released", "paper")
+#: How 2-instance CrossNorm pairs samples (and 1-instance pairs channels): ``"permutation"`` is the
+#: authors' code (a uniform random permutation: an item may keep its own statistics),
+#: ``"derangement"`` pairs every item with another one (:func:`random_partner`).
+PAIRINGS = ("permutation", "derangement")
+#: Candidate boxes drawn at once by the released sampler; the first accepted one is used.
+_BOX_CANDIDATES = 64
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -441,21 +452,36 @@ class SelfNorm(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def random_partner(n: int, generator: torch.Generator | None = None) -> Tensor:
-    """A random pairing of ``n`` items: ``partner[i] != i`` and, for even ``n``, an involution.
+def _check_pairing(pairing: str) -> None:
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}.")
 
-    Items are paired two by two in a random order; with odd ``n`` the last three form a cycle.
+
+def random_partner(
+    n: int, generator: torch.Generator | None = None, pairing: str = "permutation"
+) -> Tensor:
+    """Random partners for ``n`` items: item ``i`` takes the statistics of item ``partner[i]``.
+
+    * ``pairing="permutation"`` (the released code's ``torch.randperm``): a uniform random
+      permutation; an item is its own partner with probability about 1/n.
+    * ``pairing="derangement"``: ``partner[i] != i``. Items are paired two by two in a random
+      order (for even ``n`` an involution: partners exchange statistics); with odd ``n`` the
+      last three form a cycle.
 
     Args:
         n: number of items (at least 2).
         generator: CPU torch generator (default: torch's global one).
+        pairing: one of :data:`PAIRINGS`.
 
     Returns:
         ``(n,)`` int64 CPU tensor of partner indices.
     """
+    _check_pairing(pairing)
     if n < 2:
         raise ValueError(f"a random partner needs at least 2 items, got {n}.")
     order = torch.randperm(n, generator=generator)
+    if pairing == "permutation":
+        return order
     partner = torch.empty(n, dtype=torch.long)
     paired = n - 3 if n % 2 else n
     partner[order[0:paired:2]] = order[1:paired:2]
@@ -466,8 +492,10 @@ def random_partner(n: int, generator: torch.Generator | None = None) -> Tensor:
     return partner
 
 
-def grouped_partner(groups: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A random pairing within each group: items are only paired with items of their own group.
+def grouped_partner(
+    groups: Tensor, generator: torch.Generator | None = None, pairing: str = "permutation"
+) -> Tensor:
+    """Random partners within each group: items only take statistics from their own group.
 
     Each group id ``k >= 0`` with at least two members gets its own :func:`random_partner` (drawn
     in increasing order of ``k``); an item whose id is negative, or which is alone in its group,
@@ -477,6 +505,7 @@ def grouped_partner(groups: Tensor, generator: torch.Generator | None = None) ->
         groups: ``(n,)`` integer group ids (e.g. 0 for the labelled and 1 for the unlabelled part
             of a batch; -1 for items to leave alone).
         generator: CPU torch generator (default: torch's global one).
+        pairing: one of :data:`PAIRINGS` (see :func:`random_partner`).
 
     Returns:
         ``(n,)`` int64 CPU tensor of partner indices.
@@ -484,13 +513,57 @@ def grouped_partner(groups: Tensor, generator: torch.Generator | None = None) ->
     if not isinstance(groups, Tensor) or groups.dim() != 1 or groups.is_floating_point():
         what = f"{groups.dtype} {tuple(groups.shape)}" if isinstance(groups, Tensor) else groups
         raise ValueError(f"groups must be a 1-d integer tensor of group ids, got {what}.")
+    _check_pairing(pairing)
     groups = groups.cpu()
     partner = torch.arange(len(groups))
     for k in torch.unique(groups[groups >= 0]).tolist():
         members = torch.nonzero(groups == k).flatten()
         if len(members) >= 2:
-            partner[members] = members[random_partner(len(members), generator)]
+            partner[members] = members[random_partner(len(members), generator, pairing)]
     return partner
+
+
+def _beta(beta: float, count: int, generator: torch.Generator | None) -> Tensor:
+    """``count`` float64 draws of Beta(beta, beta) from ``generator`` (uniform for beta = 1)."""
+    if beta == 1.0:
+        return torch.rand(count, generator=generator, dtype=torch.float64)
+    gamma = torch._standard_gamma(
+        torch.full((2, count), float(beta), dtype=torch.float64), generator=generator
+    )  # Beta(a, a) = G1 / (G1 + G2) with G1, G2 ~ Gamma(a, 1)
+    return gamma[0] / gamma.sum(0)
+
+
+def _released_box(
+    size: Sequence[int], beta: float, threshold: float, generator: torch.Generator | None
+) -> tuple[slice, ...]:
+    """The released code's box (``cn_rand_bbox``), its rejection loop unrolled over candidates."""
+    dims, area = len(size), math.prod(size)
+    cuts = _beta(beta, _BOX_CANDIDATES, generator).pow(1 / dims).tolist()  # sqrt(r) on a map
+    centres = zip(  # K centres of D coordinates, uniform over the whole map
+        *(torch.randint(0, int(s), (_BOX_CANDIDATES,), generator=generator).tolist() for s in size),
+        strict=True,
+    )
+    for cut, centre in zip(cuts, centres, strict=True):  # the first accepted candidate
+        half = [int(s * cut) // 2 for s in size]  # side int(S * sqrt(r)), halved
+        lo = [max(c - h, 0) for c, h in zip(centre, half, strict=True)]
+        hi = [min(c + h, s) for c, h, s in zip(centre, half, size, strict=True)]  # clipped
+        if math.prod(b - a for a, b in zip(lo, hi, strict=True)) / area > threshold:
+            return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    # no candidate accepted: impossible where no box can pass (e.g. sides < 3), else very rare
+    return tuple(slice(0, int(s)) for s in size)
+
+
+def _paper_box(
+    size: Sequence[int], beta: float, threshold: float, generator: torch.Generator | None
+) -> tuple[slice, ...]:
+    """A box of area ratio ``t + (1 - t) Beta(beta, beta)``, the same shape as the map, inside."""
+    ratio = threshold + (1 - threshold) * float(_beta(beta, 1, generator))
+    slices = []
+    for extent in size:
+        side = min(extent, max(1, math.ceil(extent * ratio ** (1 / len(size)))))
+        start = int(torch.randint(0, extent - side + 1, (), generator=generator))
+        slices.append(slice(start, start + side))
+    return tuple(slices)
 
 
 def sample_box(
@@ -498,41 +571,53 @@ def sample_box(
     beta: float = 1.0,
     threshold: float = 0.1,
     generator: torch.Generator | None = None,
+    box: str = "released",
 ) -> tuple[slice, ...]:
-    """A random box for cropped CrossNorm (paper Eq. 6), never smaller than ``threshold``.
+    """A random box for cropped CrossNorm (paper Eq. 6).
 
-    The area ratio is drawn as ``r = t + (1 - t) * Beta(beta, beta)``; each side is
-    ``ceil(size * sqrt(r))`` (per spatial dimension ``d``: ``size_d * r^(1/d)``), so the box is a
-    square on a square map and its area ratio is at least ``t``; its corner is uniform over the
-    positions where it fits entirely. For the paper's ``beta = 1`` this is the released code's
-    distribution (a uniform ratio, redrawn until it exceeds ``t``) without the rejection loop and
-    without boxes clipped at the border.
+    ``box="released"`` (default; the authors' ``cn_rand_bbox``): draw ``r ~ Beta(beta, beta)``,
+    sides ``int(size_d * r^(1/D))`` for each of the ``D`` spatial dimensions (``int(S sqrt(r))``
+    on a map), a centre uniform over all positions, and the box ``[c - side // 2, c + side // 2)``
+    per dimension, clipped at the border; accept it when its clipped area exceeds ``threshold``
+    times the map's, else draw again. Boxes touch the border often, need not be square, and have
+    an even side unless clipped. Here 64 candidates are drawn at once and the first accepted one
+    is returned: the same distribution as the released loop. When none is accepted, the box is
+    the whole map: this is certain where no box can pass (sides below 3, where every released
+    box is empty, or a threshold above the largest clipped area; the released loop never ends
+    there) and otherwise rare (each candidate passes with probability above 0.5 for ``t = 0.1``
+    and ``beta`` in [0.2, 5] on maps of 3 to 32 positions a side, so all 64 fail with
+    probability below 1e-19).
+
+    ``box="paper"`` (the paper's text, §3.1: "a square with area ratio r no less than t"): area
+    ratio ``r = t + (1 - t) Beta(beta, beta)``, sides ``ceil(size_d * r^(1/D))``, and a corner
+    uniform over the positions where the box fits inside the map.
 
     Args:
         size: spatial size, ``(H, W)`` or ``(L,)``.
         beta: Beta distribution parameter (1 = uniform).
-        threshold: ``t`` in (0, 1], the minimum area ratio.
-        generator: CPU torch generator for the corner (default: torch's global one; the Beta draw
-            for ``beta != 1`` always uses the global generator).
+        threshold: ``t`` in (0, 1], the area-ratio threshold.
+        generator: CPU torch generator for every draw (default: torch's global one).
+        box: one of :data:`BOX_SAMPLERS`.
 
     Returns:
-        One slice per spatial dimension.
+        One non-empty slice per spatial dimension.
+
+    Reference:
+        ``cn_rand_bbox`` in ``models/cnsn.py`` of the released code; paper §3.1, Eq. 6.
     """
+    _check_box_args(beta, threshold, box)
+    if box == "paper":
+        return _paper_box(size, beta, threshold, generator)
+    return _released_box(size, beta, threshold, generator)
+
+
+def _check_box_args(beta: float, threshold: float, box: str) -> None:
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}.")
-    if beta == 1.0:
-        u = torch.rand((), generator=generator)
-    else:
-        u = torch.distributions.Beta(float(beta), float(beta)).sample()
-    ratio = threshold + (1 - threshold) * float(u)
-    slices = []
-    for extent in size:
-        side = min(extent, max(1, math.ceil(extent * ratio ** (1 / len(size)))))
-        start = int(torch.randint(0, extent - side + 1, (), generator=generator))
-        slices.append(slice(start, start + side))
-    return tuple(slices)
+    if box not in BOX_SAMPLERS:
+        raise ValueError(f"box must be one of {BOX_SAMPLERS}, got {box!r}.")
 
 
 def crossnorm(
@@ -546,6 +631,8 @@ def crossnorm(
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
     groups: Tensor | None = None,
+    box: str = "released",
+    pairing: str = "permutation",
 ) -> Tensor:
     """Exchange channel-wise statistics between feature maps (always applied; see CrossNorm).
 
@@ -555,15 +642,15 @@ def crossnorm(
     Args:
         x: features ``(N, C, L)`` or ``(N, C, H, W)``.
         instances: 2 for 2-instance CrossNorm (Eq. 5: channel ``i`` of each sample takes the
-            statistics of channel ``i`` of a randomly paired sample; needs N >= 2), 1 for
-            1-instance (Eq. 4: channels of one sample are paired among themselves, the same pairing
-            for every sample; needs C >= 2).
+            statistics of channel ``i`` of a random partner sample; needs N >= 2), 1 for
+            1-instance (Eq. 4: channels of one sample take each other's statistics, the same
+            partners for every sample; needs C >= 2).
         crop: ``"neither"`` (whole maps), ``"content"`` (only a random box of ``A`` is restyled,
             with the box's own statistics; the partner gives whole-map statistics), ``"style"``
             (the partner's statistics come from a random box; all of ``A`` is restyled) or
             ``"both"`` (independent boxes for both). Eq. 6.
         beta: Beta parameter of the box area ratio (see :func:`sample_box`).
-        threshold: minimum box area ratio ``t`` (paper: 0.1).
+        threshold: box area-ratio threshold ``t`` (paper: 0.1).
         lam: optional partial mixing: ``lam * x + (1 - lam) * crossnorm(x)``.
         eps: variance epsilon of the statistics.
         generator: CPU torch generator for the pairing and boxes (default: the global one).
@@ -574,6 +661,10 @@ def crossnorm(
             and the unlabelled parts of a semi-supervised batch. Samples with a negative id (and,
             for 2 instances, samples alone in their group) pass through unchanged. None: one
             group, as in the paper.
+        box: how crop boxes are drawn, ``"released"`` or ``"paper"`` (see :func:`sample_box`).
+        pairing: ``"permutation"`` (released code: a random permutation, so a sample may keep
+            its own statistics) or ``"derangement"`` (every sample takes another's); see
+            :func:`random_partner`.
 
     Returns:
         Tensor of ``x``'s shape and dtype. Gradients flow to ``x`` through both the standardised
@@ -584,6 +675,8 @@ def crossnorm(
     """
     _check_features(x, None, "CrossNorm")
     _check_crossnorm_args(instances, crop, lam)
+    _check_box_args(beta, threshold, box)
+    _check_pairing(pairing)
     n, c = x.shape[:2]
     if instances == 2 and n < 2:
         raise ValueError(
@@ -601,19 +694,20 @@ def crossnorm(
             raise ValueError(f"groups must have shape (N,) = ({n},), got {shape}.")
         keep = (groups < 0).to(x.device)[:, None]
     if instances == 2 and groups is not None:
-        partner = grouped_partner(groups, generator).to(x.device)
+        partner = grouped_partner(groups, generator, pairing).to(x.device)
     else:
-        partner = random_partner(n if instances == 2 else c, generator).to(x.device)
+        partner = random_partner(n if instances == 2 else c, generator, pairing).to(x.device)
     spatial = x.shape[2:]
     lead = (slice(None), slice(None))
 
     content = x
     if crop in ("content", "both"):
-        content_box = lead + sample_box(spatial, beta, threshold, generator)
+        content_box = lead + sample_box(spatial, beta, threshold, generator, box)
         content = x[content_box]
     style: tuple[Tensor, ...] = ()  # the partners' statistics when they are not the content's
     if crop in ("style", "both"):
-        style = _InstanceStats.apply(x[lead + sample_box(spatial, beta, threshold, generator)], eps)
+        style_box = lead + sample_box(spatial, beta, threshold, generator, box)
+        style = _InstanceStats.apply(x[style_box], eps)
     elif content is not x:
         style = _InstanceStats.apply(x, eps)
 
@@ -682,7 +776,7 @@ class CrossNorm(StyleLayer):
     Args:
         num_channels: C of the input, checked when given (None accepts any C), so the layer drops
             in wherever ``nn.BatchNorm2d(num_channels)`` goes.
-        instances, crop, beta, threshold, lam, eps: see :func:`crossnorm`.
+        instances, crop, beta, threshold, lam, eps, box, pairing: see :func:`crossnorm`.
 
     Randomness (pairing, boxes) comes from torch's global generator: seed it once per run
     (:func:`sncn.utils.seed_everything`). Which samples may be paired (``groups`` of
@@ -701,11 +795,13 @@ class CrossNorm(StyleLayer):
         threshold: float = 0.1,
         lam: float | None = None,
         eps: float = 1e-5,
+        box: str = "released",
+        pairing: str = "permutation",
     ) -> None:
         super().__init__()
         _check_crossnorm_args(instances, crop, lam)
-        if beta <= 0 or not 0 < threshold <= 1:
-            raise ValueError(f"need beta > 0 and threshold in (0, 1], got {beta}, {threshold}.")
+        _check_box_args(beta, threshold, box)
+        _check_pairing(pairing)
         self.num_channels = num_channels
         self.instances = instances
         self.crop = crop
@@ -713,6 +809,8 @@ class CrossNorm(StyleLayer):
         self.threshold = threshold
         self.lam = lam
         self.eps = eps
+        self.box = box
+        self.pairing = pairing
         self.groups: Tensor | None = None  # set from outside: crossnorm_groups
 
     def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -720,13 +818,14 @@ class CrossNorm(StyleLayer):
         _check_features(x, self.num_channels, "CrossNorm")
         return crossnorm(
             x, self.instances, self.crop, self.beta, self.threshold, self.lam, self.eps,
-            mask=mask, groups=self.groups,
+            mask=mask, groups=self.groups, box=self.box, pairing=self.pairing,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"{self.num_channels}, instances={self.instances}, crop={self.crop!r}, "
-            f"beta={self.beta}, threshold={self.threshold}, lam={self.lam}"
+            f"beta={self.beta}, threshold={self.threshold}, lam={self.lam}, box={self.box!r}, "
+            f"pairing={self.pairing!r}"
         )
 
 
@@ -746,7 +845,8 @@ class CNSN(nn.Module):
         cn: include a CrossNorm.
         sn: include a SelfNorm.
         order: ``"cn-sn"`` (paper) or ``"sn-cn"`` (Table 5's alternative).
-        instances, crop, beta, threshold: CrossNorm settings (see :func:`crossnorm`).
+        instances, crop, beta, threshold, box, pairing: CrossNorm settings (see
+            :func:`crossnorm`).
         two_functions: SelfNorm form (see :class:`SelfNorm`).
     """
 
@@ -761,6 +861,8 @@ class CNSN(nn.Module):
         beta: float = 1.0,
         threshold: float = 0.1,
         two_functions: bool = False,
+        box: str = "released",
+        pairing: str = "permutation",
     ) -> None:
         super().__init__()
         if order not in ("cn-sn", "sn-cn"):
@@ -768,7 +870,11 @@ class CNSN(nn.Module):
         if not (cn or sn):
             raise ValueError("a CNSN unit needs cn=True, sn=True or both.")
         self.order = order
-        self.crossnorm = CrossNorm(num_channels, instances, crop, beta, threshold) if cn else None
+        self.crossnorm = (
+            CrossNorm(num_channels, instances, crop, beta, threshold, box=box, pairing=pairing)
+            if cn
+            else None
+        )
         self.selfnorm = SelfNorm(num_channels, two_functions) if sn else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -554,8 +554,9 @@ POS_MEANING = {
         "conv1_post": "on the 12 new channels after conv1, before concatenation",
         "conv2_post": "Bottleneck layers only (not built by cifar.py)",
     },
-    "resnet50": {  # torchvision-style Bottleneck (v1.5); same in the IBN variants
-        "pre": "on the block input, residual branch only",
+    "resnet50": {  # torchvision-style Bottleneck (v1.5); the IBN variants differ at "pre"
+        "pre": "on the block input; the residual branch only in resnet_cnsn.py (downsample reads "
+        "the raw input), also feeding downsample in resnet_ibn_cnsn.py",
         "residual": "after bn3, before the addition",
         "identity": "on the shortcut (after downsample if any), before the addition",
         "post": "after the addition, before the final ReLU (IBN-b blocks with IN: no unit)",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sncn.layers import (
+    BOX_SAMPLERS,
     CNSN,
     CrossNorm,
     SelfNorm,
@@ -200,15 +203,26 @@ def test_selfnorm_batch_of_one_uses_running_stats_in_training():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_random_partner_is_a_pairing():
+def test_random_partner_permutation_is_the_released_randperm():
     for n in range(2, 12):
-        p = random_partner(n, gen(n))
+        p = random_partner(n, gen(n))  # default: the released code's pairing
+        assert torch.equal(p, torch.randperm(n, generator=gen(n)))
+    # a sample keeps its own statistics with probability 1/n (about 1 in 4 here)
+    kept = torch.stack([random_partner(4, gen(s)) == torch.arange(4) for s in range(2000)])
+    assert abs(kept.float().mean() - 0.25) < 0.02
+
+
+def test_random_partner_derangement_is_a_pairing():
+    for n in range(2, 12):
+        p = random_partner(n, gen(n), pairing="derangement")
         assert sorted(p.tolist()) == list(range(n))  # a permutation
         assert (p != torch.arange(n)).all()  # nobody is its own partner
         if n % 2 == 0:
             assert torch.equal(p[p], torch.arange(n))  # pairs swap with each other
     with pytest.raises(ValueError):
         random_partner(1)
+    with pytest.raises(ValueError, match="pairing must be one of"):
+        random_partner(4, pairing="swap")
 
 
 def test_crossnorm_two_instance_swaps_statistics():
@@ -378,19 +392,99 @@ def test_batch_of_one():
     threshold=st.floats(0.01, 1.0),
     beta=st.floats(0.2, 5.0),
     seed=st.integers(0, 2**31),
+    box=st.sampled_from(BOX_SAMPLERS),
 )
-def test_sample_box_area_and_bounds(h, w, threshold, beta, seed):
-    torch.manual_seed(seed)
-    rows, cols = sample_box((h, w), beta, threshold, gen(seed))
+def test_sample_box_area_and_bounds(h, w, threshold, beta, seed, box):
+    rows, cols = sample_box((h, w), beta, threshold, gen(seed), box)
     assert 0 <= rows.start < rows.stop <= h and 0 <= cols.start < cols.stop <= w
     assert (rows.stop - rows.start) * (cols.stop - cols.start) >= threshold * h * w - 1e-9
 
 
-def test_sample_box_is_square_and_ratio_uniform_for_beta_one():
+def released_box(size: tuple[int, int], beta: float, threshold: float, rng) -> tuple[int, ...]:
+    """The released ``cn_rand_bbox`` from its definition (numpy, a rejection loop).
+
+    Returns (height, width, row start, column start) of the accepted, clipped box.
+    """
+    s0, s1 = size
+    while True:
+        cut = np.sqrt(rng.beta(beta, beta))
+        cut0, cut1 = int(s0 * cut), int(s1 * cut)
+        c0, c1 = rng.integers(s0), rng.integers(s1)  # centre: uniform over the whole map
+        lo0, hi0 = np.clip(c0 - cut0 // 2, 0, s0), np.clip(c0 + cut0 // 2, 0, s0)
+        lo1, hi1 = np.clip(c1 - cut1 // 2, 0, s1), np.clip(c1 + cut1 // 2, 0, s1)
+        if (hi0 - lo0) * (hi1 - lo1) / (s0 * s1) > threshold:
+            return int(hi0 - lo0), int(hi1 - lo1), int(lo0), int(lo1)
+
+
+def assert_same_distribution(ours: list, ref: list, z: float = 5.0) -> None:
+    """Every category's frequency agrees within ``z`` standard errors of a difference of two
+    proportions (pooled p, n1 and n2 draws); 5 sigma keeps a family of ~1,000 cells exact."""
+    n1, n2 = len(ours), len(ref)
+    a, b = Counter(ours), Counter(ref)
+    for key in set(a) | set(b):
+        p1, p2 = a[key] / n1, b[key] / n2
+        pooled = (a[key] + b[key]) / (n1 + n2)
+        se = math.sqrt(max(pooled * (1 - pooled), 1 / (n1 + n2)) * (1 / n1 + 1 / n2))
+        assert abs(p1 - p2) <= z * se, (key, p1, p2, z * se)
+
+
+@pytest.mark.parametrize(
+    "size, beta", [((32, 32), 1.0), ((16, 16), 1.0), ((8, 8), 1.0), ((7, 7), 1.0),
+                   ((7, 12), 1.0), ((16, 16), 0.5)]
+)  # fmt: skip
+def test_sample_box_released_distribution(size, beta):
+    n = 4000
+    rng, g = np.random.default_rng(sum(size)), gen(sum(size))
+    ref = [released_box(size, beta, 0.1, rng) for _ in range(n)]
+    ours = []
+    for _ in range(n):
+        rows, cols = sample_box(size, beta, 0.1, g)
+        ours.append((rows.stop - rows.start, cols.stop - cols.start, rows.start, cols.start))
+    area = size[0] * size[1]
+    # (height, width) jointly, then the area ratio in tenths, then the box positions
+    assert_same_distribution([o[:2] for o in ours], [r[:2] for r in ref])
+    tenths = [int(10 * h * w / area) for h, w, *_ in ours]
+    assert_same_distribution(tenths, [int(10 * h * w / area) for h, w, *_ in ref])
+    assert_same_distribution([o[2] for o in ours], [r[2] for r in ref])
+    assert_same_distribution([o[3] for o in ours], [r[3] for r in ref])
+    assert min(h * w for h, w, *_ in ours) > 0.1 * area  # the rejection: strictly above t
+    if size[0] == size[1]:  # boxes touch the border and are not always square
+        assert any(h != w for h, w, *_ in ours)
+        assert any(r == 0 for _, _, r, _ in ours)
+
+
+def test_sample_box_released_mean_area_ratio():
+    """The issue's figures: mean area ratio about 0.35 / 0.33 / 0.30 on 32 / 16 / 8 px maps."""
+    g = gen(1)
+    for side, expected in ((32, 0.35), (16, 0.33), (8, 0.30)):
+        ratios = []
+        for _ in range(2000):
+            rows, cols = sample_box((side, side), 1.0, 0.1, g)
+            ratios.append((rows.stop - rows.start) * (cols.stop - cols.start) / side**2)
+        assert abs(np.mean(ratios) - expected) < 0.015
+
+
+def test_sample_box_released_falls_back_to_the_whole_map():
+    # maps with a side below 3: every released box is empty (the released loop never ends)
+    for size in ((2, 2), (1, 9), (2,)):
+        assert sample_box(size, 1.0, 0.1, gen()) == tuple(slice(0, s) for s in size)
+    # a threshold above the largest clipped box (30 x 30 of 32 x 32 = 0.88)
+    assert sample_box((32, 32), 1.0, 0.9, gen()) == (slice(0, 32), slice(0, 32))
+
+
+def test_sample_box_uses_only_its_generator():
+    torch.manual_seed(0)
+    first = [sample_box((16, 16), b, 0.1, gen(3), box) for b in (1.0, 0.3) for box in BOX_SAMPLERS]
+    torch.manual_seed(1)
+    second = [sample_box((16, 16), b, 0.1, gen(3), box) for b in (1.0, 0.3) for box in BOX_SAMPLERS]
+    assert first == second
+
+
+def test_sample_box_paper_is_square_and_ratio_uniform_for_beta_one():
     g = gen()
     ratios = []
     for _ in range(2000):
-        rows, cols = sample_box((64, 64), 1.0, 0.1, g)
+        rows, cols = sample_box((64, 64), 1.0, 0.1, g, box="paper")
         assert rows.stop - rows.start == cols.stop - cols.start
         ratios.append((rows.stop - rows.start) ** 2 / 64**2)
     ratios = torch.tensor(ratios)
@@ -401,8 +495,30 @@ def test_sample_box_is_square_and_ratio_uniform_for_beta_one():
 
 
 def test_sample_box_one_dimensional():
-    (seg,) = sample_box((50,), 1.0, 0.3, gen())
+    # released: side int(L * r), centred, clipped, accepted above t
+    for _ in range(50):
+        (seg,) = sample_box((50,), 1.0, 0.3, gen(_))
+        assert seg.stop - seg.start > 15
+    (seg,) = sample_box((50,), 1.0, 0.3, gen(), box="paper")
     assert seg.stop - seg.start >= 15
+
+
+@pytest.mark.parametrize("box", BOX_SAMPLERS)
+def test_crossnorm_layer_passes_box_and_pairing(box):
+    x = torch.randn(4, 3, 16, 16, generator=gen()) * 2 + torch.randn(4, 3, 1, 1) * 3
+    layer = CrossNorm(3, crop="style", box=box, pairing="derangement")
+    layer.active = True
+    torch.manual_seed(5)
+    out = layer(x)
+    expected = crossnorm(x, crop="style", box=box, pairing="derangement", generator=gen(5))
+    torch.testing.assert_close(out, expected)
+    assert "box=" in repr(layer) and "pairing='derangement'" in repr(layer)
+    unit = CNSN(3, sn=False, crop="both", box=box, pairing="derangement")
+    assert unit.crossnorm.box == box and unit.crossnorm.pairing == "derangement"
+    with pytest.raises(ValueError, match="box must be one of"):
+        CrossNorm(3, box="inside")
+    with pytest.raises(ValueError, match="pairing must be one of"):
+        CNSN(3, pairing="random")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -616,8 +616,10 @@ def embedding_matrix(
     """Initial embeddings for ``vocab``: GloVe where it has a vector, random elsewhere.
 
     Words GloVe lacks get ``N(0, s^2)`` with ``s`` the standard deviation of the GloVe vectors
-    found (Kim 2014 draws them with the pre-trained vectors' variance); ``<pad>`` and ``<unk>`` are
-    zero (as in the implementation the paper uses).
+    found, after Kim (2014), who draws them with the pre-trained vectors' variance; the
+    implementation the paper uses draws them from ``N(0, 1)`` (``unk_init=torch.Tensor.normal_``),
+    a wider spread than GloVe's (s is about 0.64 for the 50d vectors of the SST-2 vocabulary).
+    ``<pad>`` and ``<unk>`` are zero, as in that implementation.
 
     Returns:
         ``(matrix, info)``: float32 ``(len(vocab), D)`` and ``{"glove": source description,

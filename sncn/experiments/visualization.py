@@ -602,6 +602,7 @@ def image_crossnorm(
     beta: float = 1.0,
     threshold: float = 0.1,
     generator: torch.Generator | None = None,
+    pairing: str = "derangement",
 ) -> tuple[Tensor, Tensor, list[tuple[slice, ...] | None]]:
     """2-instance CrossNorm on a batch of images, ``draws`` times (:func:`sncn.layers.crossnorm`).
 
@@ -610,6 +611,9 @@ def image_crossnorm(
         draws: how many times to apply it.
         crop, beta, threshold: CrossNorm's crop settings (Figure 14: ``"style"``).
         generator: CPU generator of the pairings and boxes (default: seeded with 0).
+        pairing: ``"derangement"`` (default here: every image shows another's style, which is
+            what the figure illustrates) or ``"permutation"`` (training's default, the released
+            code's: an image may keep its own). Boxes are drawn as in training (released).
 
     Returns:
         ``(outputs, partners, boxes)``: ``(draws, N, 3, H, W)`` (not clipped), ``(draws, N)``
@@ -623,11 +627,13 @@ def image_crossnorm(
     outputs, partners, boxes = [], [], []
     for _ in range(draws):
         replay = torch.Generator().set_state(generator.get_state())
-        partners.append(random_partner(len(images), replay))
+        partners.append(random_partner(len(images), replay, pairing))
         boxes.append(
             sample_box(images.shape[2:], beta, threshold, replay) if crop == "style" else None
         )
-        outputs.append(crossnorm(images, 2, crop, beta, threshold, generator=generator))
+        outputs.append(
+            crossnorm(images, 2, crop, beta, threshold, generator=generator, pairing=pairing)
+        )
     return torch.stack(outputs), torch.stack(partners), boxes
 
 

@@ -14,8 +14,13 @@ Every registered constructor takes the same placement keywords:
 * ``pos``: where the unit sits in a cell; the valid values depend on the family (``*_POSITIONS``).
 * ``blocks``: the stages whose cells get units, ``"all"`` or a subset of ``(1, 2, 3)`` (Table 6).
 * ``image``: also apply a unit to the input images (Table 6, "Image").
-* ``crop``, ``beta``, ``instances``, ``threshold``, ``order``, ``two_functions``: CrossNorm and
-  SelfNorm settings passed to :class:`~sncn.layers.CNSN`; ``se_reduction`` for SE units.
+* ``crop``, ``beta``, ``instances``, ``threshold``, ``order``, ``two_functions``, ``box``,
+  ``pairing``: CrossNorm and SelfNorm settings passed to :class:`~sncn.layers.CNSN`;
+  ``se_reduction`` for SE units.
+* ``peer_sites`` (WRN, DenseNet, ResNeXt): where a peer of CrossNorm (``cnsn_type`` ``"mixstyle"``,
+  ``"padain"`` or ``"dsu"``) goes: ``"crossnorm"``, CrossNorm's slots (``pos``, ``blocks``,
+  ``image``), switched like CrossNorm; or ``"own"``, its own paper's sites
+  (:func:`own_peer_sites`), on at every training step as in its paper (:func:`place_peers`).
 
 Names in the paper versus the definitions used for its numbers:
 
@@ -34,20 +39,23 @@ Reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sncn.layers import CNSN
+from sncn.layers import CNSN, wrap_output
 from sncn.models import register_model
 from sncn.peers import DSU, MixStyle, PermutedAdaIN
 
 __all__ = [
     "ALLCONV_POSITIONS",
     "DENSENET_POSITIONS",
+    "OWN_SITES",
+    "PEER_SITES",
     "RESIDUAL_POSITIONS",
     "UNIT_TYPES",
     "AllConvNet",
@@ -59,6 +67,8 @@ __all__ = [
     "allconv",
     "densenet",
     "load_released_checkpoint",
+    "own_peer_sites",
+    "place_peers",
     "resnext",
     "wrn",
 ]
@@ -66,6 +76,8 @@ __all__ = [
 UNIT_TYPES = ("sn", "cn", "cnsn", "se", "mixstyle", "padain", "dsu")
 #: the peers of CrossNorm (:mod:`sncn.peers`), at their papers' default settings
 PEERS = {"mixstyle": MixStyle, "padain": PermutedAdaIN, "dsu": DSU}
+#: where a peer goes (``peer_sites``): CrossNorm's slots, or its own paper's sites
+PEER_SITES = ("crossnorm", "own")
 RESIDUAL_POSITIONS = ("pre", "residual", "identity", "post")  # Figure 8; WRN and ResNeXt
 ALLCONV_POSITIONS = (1, 2, 3)  # Figure 10: after the convolution, the BatchNorm, the GELU
 # Figure 10 / Tables 8-15 names, then the released code's names (conv2_post: bottleneck only).
@@ -127,11 +139,14 @@ class UnitSpec:
 
     Args:
         cnsn_type: ``"sn"``, ``"cn"``, ``"cnsn"``, ``"se"``, a peer of CrossNorm (``"mixstyle"``,
-            ``"padain"``, ``"dsu"``: :mod:`sncn.peers`, in the CN slots) or None (no unit).
+            ``"padain"``, ``"dsu"``: :mod:`sncn.peers`, in the CN slots; at its own sites see
+            ``peer_sites``) or None (no unit).
         blocks: ``"all"``, one stage or several from (1, 2, 3) whose cells get a unit
             (stored as a sorted tuple).
         image: also apply a unit to the input images (not for ``"se"``).
-        crop, beta, instances, threshold, order, two_functions: see :class:`~sncn.layers.CNSN`.
+        crop, beta, instances, threshold, order, two_functions, box, pairing: see
+            :class:`~sncn.layers.CNSN` (box: the crop-box sampler, pairing: how 2-instance
+            CrossNorm pairs samples; both default to the released code's).
         se_reduction: reduction ratio of SE units.
     """
 
@@ -144,6 +159,8 @@ class UnitSpec:
     threshold: float = 0.1
     order: str = "cn-sn"
     two_functions: bool = False
+    box: str = "released"
+    pairing: str = "permutation"
     se_reduction: int = 16
 
     def __post_init__(self) -> None:
@@ -187,6 +204,8 @@ class UnitSpec:
             beta=self.beta,
             threshold=self.threshold,
             two_functions=self.two_functions,
+            box=self.box,
+            pairing=self.pairing,
         )
 
 
@@ -475,6 +494,13 @@ class DenseNet(_CifarNet):
 # --------------------------------------------------------------------------------------------
 
 
+def _relu(x: Tensor, leaky_slope: float = 0.0) -> Tensor:
+    """In-place ReLU, or leaky ReLU with negative slope ``leaky_slope`` when it is not 0."""
+    if leaky_slope == 0:
+        return F.relu(x, inplace=True)
+    return F.leaky_relu(x, leaky_slope, inplace=True)
+
+
 class WideBasicBlock(_Cell):
     """Pre-activation wide residual block (BN-ReLU-conv3x3 twice), released unit positions.
 
@@ -484,6 +510,11 @@ class WideBasicBlock(_Cell):
     the block input before both branches, so there ``pre`` follows that BN-ReLU and the projection
     shortcut does not see the unit; elsewhere ``pre`` precedes ``bn1`` and the shortcut is the
     untouched input.
+
+    With ``activate_before_residual=False``, a first block (``in_planes != out_planes``) feeds its
+    untouched input to both branches and has no ``bn1`` (the FixMatch-pytorch WRN's blocks that
+    open stages 2 and 3, where a BN-activation is computed and discarded). ``leaky_slope`` > 0
+    turns every ReLU into a leaky ReLU of that slope; ``bn_momentum`` is the BatchNorm momentum.
     """
 
     def __init__(
@@ -494,14 +525,20 @@ class WideBasicBlock(_Cell):
         drop_rate: float,
         pos: str,
         unit: UnitSpec | None,
+        *,
+        leaky_slope: float = 0.0,
+        bn_momentum: float = 0.1,
+        activate_before_residual: bool = True,
     ) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.is_in_equal_out = in_planes == out_planes
+        self.preactivate = self.is_in_equal_out or activate_before_residual
+        self.leaky_slope = leaky_slope
+        self.bn1 = nn.BatchNorm2d(in_planes, momentum=bn_momentum) if self.preactivate else None
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.bn2 = nn.BatchNorm2d(out_planes, momentum=bn_momentum)
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.drop_rate = drop_rate
-        self.is_in_equal_out = in_planes == out_planes
         self.conv_shortcut = (
             None
             if self.is_in_equal_out
@@ -512,12 +549,12 @@ class WideBasicBlock(_Cell):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C_in, H, W) -> (N, C_out, H / stride, W / stride)``."""
-        if not self.is_in_equal_out:
-            x = F.relu(self.bn1(x), inplace=True)  # shared pre-activation of both branches
+        if not self.is_in_equal_out and self.preactivate:
+            x = _relu(self.bn1(x), self.leaky_slope)  # shared pre-activation of both branches
         out = self.unit(x) if self.pos == "pre" else x
         if self.is_in_equal_out:
-            out = F.relu(self.bn1(out), inplace=True)
-        out = F.relu(self.bn2(self.conv1(out)), inplace=True)
+            out = _relu(self.bn1(out), self.leaky_slope)
+        out = _relu(self.bn2(self.conv1(out)), self.leaky_slope)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = self.conv2(out)
@@ -552,11 +589,22 @@ class WideResNet(_CifarNet):
         pos: ``"pre"``, ``"residual"``, ``"identity"`` or ``"post"`` (see
             :class:`WideBasicBlock`; Figure 8, Tables 8-11).
         unit: the units (None: plain).
+        leaky_slope: negative slope of every activation; 0 is ReLU (AugMix and the released
+            code), FixMatch-pytorch uses leaky ReLU 0.1.
+        bn_momentum: momentum of every BatchNorm of the backbone (PyTorch's 0.1; FixMatch-pytorch:
+            0.001, TensorFlow's decay 0.999).
+        activate_before_residual: ``"all"`` or the stages (from 1, 2, 3) whose first block
+            BN-activates its input for both branches; in the other stages that block feeds its
+            input untouched to the residual branch and the projection (FixMatch-pytorch: stage 1
+            only). Blocks with as many input as output channels always pre-activate.
+        fc_init: ``"pytorch"`` (``nn.Linear``'s own weight initialisation, as AugMix) or
+            ``"xavier_normal"`` (FixMatch-pytorch); the bias starts at 0 either way.
 
     Reference:
         Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016; AugMix
         ``third_party/WideResNet_pytorch/wideresnet.py``; released
-        ``models/cifar/wideresnet_cnsn.py``.
+        ``models/cifar/wideresnet_cnsn.py``; for the options, kekmodel/FixMatch-pytorch
+        ``models/wideresnet.py``.
     """
 
     def __init__(
@@ -567,12 +615,29 @@ class WideResNet(_CifarNet):
         drop_rate: float = 0.0,
         pos: str = "post",
         unit: UnitSpec | None = None,
+        *,
+        leaky_slope: float = 0.0,
+        bn_momentum: float = 0.1,
+        activate_before_residual: str | int | Iterable[int] = "all",
+        fc_init: str = "pytorch",
     ) -> None:
         super().__init__()
         unit = unit or UnitSpec()
         self.pos = _check_pos(pos, RESIDUAL_POSITIONS, "wrn")
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"WRN depth must be 6 n + 4 with n >= 1, got {depth}.")
+        if fc_init not in ("pytorch", "xavier_normal"):
+            raise ValueError(f"fc_init must be 'pytorch' or 'xavier_normal', got {fc_init!r}.")
+        if leaky_slope < 0:
+            raise ValueError(f"leaky_slope must be >= 0, got {leaky_slope}.")
+        try:
+            preactivated = _stages(activate_before_residual)
+        except ValueError:
+            raise ValueError(
+                f"activate_before_residual must be 'all' or a subset of {STAGES}, got "
+                f"{activate_before_residual!r}."
+            ) from None
+        self.leaky_slope = leaky_slope
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self._add_image_unit(unit)
@@ -587,19 +652,24 @@ class WideResNet(_CifarNet):
                     drop_rate,
                     pos,
                     stage_unit,
+                    leaky_slope=leaky_slope,
+                    bn_momentum=bn_momentum,
+                    activate_before_residual=stage in preactivated,
                 )
                 for i in range(n)
             ]
             self.add_module(f"block{stage}", NetworkBlock(blocks))
-        self.bn1 = nn.BatchNorm2d(widths[3])
+        self.bn1 = nn.BatchNorm2d(widths[3], momentum=bn_momentum)
         self.fc = nn.Linear(widths[3], num_classes)
         self._init_backbone()
+        if fc_init == "xavier_normal":
+            nn.init.xavier_normal_(self.fc.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, 3, 32, 32) -> (N, num_classes)``."""
         out = self.conv1(self._image(x))  # (N, 16, 32, 32)
         out = self.block3(self.block2(self.block1(out)))  # (N, 64k, 8, 8)
-        out = F.relu(self.bn1(out), inplace=True)
+        out = _relu(self.bn1(out), self.leaky_slope)
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
@@ -751,6 +821,163 @@ class CifarResNeXt(_CifarNet):
 
 
 # --------------------------------------------------------------------------------------------
+# Peers of CrossNorm at their own papers' sites
+# --------------------------------------------------------------------------------------------
+
+#: ``peer_sites="own"``: each peer at the analogue, in a CIFAR network, of its own paper's sites
+#: (:func:`own_peer_sites` lists the modules).
+OWN_SITES = {
+    # pAdaIN (onuriel/PermutedAdaIN, the CIFAR-C ResNeXt and DenseNet of ``corruption/``): after
+    # every convolution of the main path, before its BatchNorm; not after the projection
+    # shortcuts (ResNeXt ``downsample``) nor DenseNet's transitions, which its code leaves out.
+    "padain": "after every convolution but the shortcut projections (and DenseNet's transitions)",
+    # MixStyle (mixstyle-release ``resnet50_fc512_ms12_a0d1``; Dassl ``resnet18_ms_l12``): after
+    # residual stages 1 and 2, never the last; a CIFAR network has 3 stages.
+    "mixstyle": "after stages 1 and 2",
+    # DSU (lixiaotong97/DSU ``UResNet``, 6 sites): after the stem convolution, after the stem's
+    # BN-ReLU-maxpool, after each of the 4 stages. WRN and DenseNet have a bare stem convolution
+    # (the BN-ReLU is the first block's), so the first two coincide: 4 sites. ResNeXt's stem is
+    # conv-BN-ReLU: 5 sites (its second site is the input of the first block).
+    "dsu": "after the stem convolution and after each stage (ResNeXt: also after the stem's ReLU)",
+}
+
+
+class _ApplyChildToInput:
+    """Forward pre-hook: pass a module's (first) input through its child ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> tuple:
+        return (getattr(module, self.name)(inputs[0]), *inputs[1:])
+
+
+def _conv_sites(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """Every ``nn.Conv2d`` of ``model`` whose name has no part in ``skip``, at its output."""
+    return [
+        (name, "output", m.out_channels)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and not set(name.split(".")) & set(skip)
+    ]
+
+
+def own_peer_sites(model: nn.Module, peer: str) -> list[tuple[str, str, int]]:
+    """The sites of ``peer`` in a CIFAR model (:data:`OWN_SITES`): ``(module name, where, C)``.
+
+    ``where`` is ``"output"`` (the peer takes the module's output) or ``"input"`` (its input).
+    Stage outputs are those of a stage's last cell, since a stage is an ``nn.Sequential``:
+
+    * :class:`WideResNet`: pAdaIN after ``conv1`` and every block's ``conv1`` and ``conv2``;
+      MixStyle after ``block1`` and ``block2``; DSU after ``conv1`` and ``block1..3``.
+    * :class:`CifarResNeXt`: pAdaIN after ``conv_1_3x3`` and every block's ``conv_reduce``,
+      ``conv_conv`` and ``conv_expand``; MixStyle after ``stage_1`` and ``stage_2``; DSU after
+      ``conv_1_3x3``, on the input of ``stage_1`` (after the stem's BN-ReLU) and after
+      ``stage_1..3``.
+    * :class:`DenseNet`: pAdaIN after the stem ``conv1`` and every cell's convolutions; MixStyle
+      after ``dense1`` and ``dense2`` (before the transitions); DSU after ``conv1`` and
+      ``dense1..3``.
+
+    Args:
+        model: a :class:`WideResNet`, :class:`CifarResNeXt` or :class:`DenseNet`.
+        peer: ``"mixstyle"``, ``"padain"`` or ``"dsu"``.
+
+    Returns:
+        The sites in forward order.
+    """
+    if peer not in PEERS:
+        raise ValueError(f"unknown peer {peer!r}; choose one of {tuple(PEERS)}.")
+    if isinstance(model, WideResNet):
+        stem = ("conv1", "output", model.conv1.out_channels)
+        stages = [
+            (f"block{s}", "output", getattr(model, f"block{s}").layer[-1].conv2.out_channels)
+            for s in STAGES
+        ]
+        padain = _conv_sites(model, ("conv_shortcut",))
+    elif isinstance(model, CifarResNeXt):
+        stem = ("conv_1_3x3", "output", model.conv_1_3x3.out_channels)
+        stages = [
+            (f"stage_{s}.{len(stage) - 1}", "output", stage[-1].bn_expand.num_features)
+            for s in STAGES
+            for stage in [getattr(model, f"stage_{s}")]
+        ]
+        padain = _conv_sites(model, ("downsample",))
+    elif isinstance(model, DenseNet):
+        stem = ("conv1", "output", model.conv1.out_channels)
+        stages = [
+            (f"dense{s}.{len(dense) - 1}", "output", _dense_out_channels(dense[-1]))
+            for s in STAGES
+            for dense in [getattr(model, f"dense{s}")]
+        ]
+        padain = _conv_sites(model, ("trans1", "trans2"))
+    else:
+        raise ValueError(
+            f"own peer sites are defined for WideResNet, CifarResNeXt and DenseNet, not "
+            f"{type(model).__name__}; use peer_sites='crossnorm'."
+        )
+    if peer == "padain":
+        return padain
+    if peer == "mixstyle":
+        return stages[:2]
+    after_stem_relu = [("stage_1.0", "input", stem[2])] if isinstance(model, CifarResNeXt) else []
+    return [stem, *after_stem_relu, *stages]
+
+
+def _dense_out_channels(cell: DenseLayer) -> int:
+    """Channels of a dense cell's output: its input plus the growth rate."""
+    last = cell.conv2 if cell.conv2 is not None else cell.conv1
+    return cell.bn1.num_features + last.out_channels
+
+
+def place_peers(model: nn.Module, peer: str) -> nn.Module:
+    """Put ``peer`` at its own paper's sites (:func:`own_peer_sites`) of ``model``, in place.
+
+    Each site gets its own layer at its paper's defaults with ``switched=False``: on at every
+    training forward, each applying its paper's probability ``p`` on its own (drawn from torch's
+    generator), the identity in ``eval()``; :func:`sncn.layers.crossnorm_step` does not affect
+    it. The layer becomes the child ``peer`` of the site's module (``"<peer>_input"`` for an input
+    site), applied by a forward (pre-)hook, so the backbone's state-dict keys do not change.
+
+    Args:
+        model: a :class:`WideResNet`, :class:`CifarResNeXt` or :class:`DenseNet` without units.
+        peer: ``"mixstyle"``, ``"padain"`` or ``"dsu"``.
+
+    Returns:
+        ``model``.
+    """
+    for name, where, channels in own_peer_sites(model, peer):
+        module = model.get_submodule(name)
+        layer = PEERS[peer](channels, switched=False)
+        if where == "output":
+            wrap_output(module, layer, peer)
+        else:
+            module.add_module(f"{peer}_input", layer)
+            module.register_forward_pre_hook(_ApplyChildToInput(f"{peer}_input"))
+    return model
+
+
+def _with_peer_sites(make: Callable[..., _CifarNet], unit: dict, peer_sites: str) -> _CifarNet:
+    """``make(unit=UnitSpec(**unit))``, or with ``peer_sites="own"`` a plain model from ``make``
+    with the peer ``unit["cnsn_type"]`` placed by :func:`place_peers`."""
+    spec = UnitSpec(**unit)
+    if peer_sites not in PEER_SITES:
+        raise ValueError(f"peer_sites must be one of {PEER_SITES}, got {peer_sites!r}.")
+    if peer_sites == "crossnorm":
+        model = make(unit=spec)
+    elif spec.cnsn_type not in PEERS:
+        raise ValueError(
+            f"peer_sites='own' needs a peer of CrossNorm as cnsn_type {tuple(PEERS)}, got "
+            f"{spec.cnsn_type!r}."
+        )
+    elif spec.image or spec.blocks != STAGES:
+        raise ValueError("peer_sites='own' places the peer itself: leave blocks and image unset.")
+    else:
+        model = place_peers(make(unit=UnitSpec()), spec.cnsn_type)
+        model.unit_spec = spec
+    model.peer_sites = peer_sites
+    return model
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -783,6 +1010,7 @@ def densenet(
     growth_rate: int = 12,
     bottleneck: bool = False,
     reduction: float = 1.0,
+    peer_sites: str = "crossnorm",
     **unit,
 ) -> DenseNet:
     """DenseNet as in AugMix: depth 40, k = 12, no bottleneck or compression (~1.06M parameters).
@@ -795,6 +1023,8 @@ def densenet(
         pos: ``"pre"`` or ``"post"`` (released ``conv1_pre``, ``conv1_post``/``conv2_post``; the
             released names are accepted too; released CNSN scripts: ``"pre"``).
         depth, growth_rate, bottleneck, reduction: see :class:`DenseNet`.
+        peer_sites: ``"crossnorm"`` (a peer ``cnsn_type`` in CrossNorm's slots) or ``"own"``
+            (at its own paper's sites, :func:`own_peer_sites`; ``pos`` is then unused).
         **unit: placement and unit keywords (see :class:`UnitSpec`): ``cnsn_type``, ``blocks``,
             ``image``, ``crop``, ``beta``, ``instances``, ``threshold``, ``order``,
             ``two_functions``, ``se_reduction``.
@@ -802,7 +1032,8 @@ def densenet(
     Returns:
         A :class:`DenseNet`.
     """
-    return DenseNet(num_classes, depth, growth_rate, bottleneck, reduction, pos, UnitSpec(**unit))
+    make = partial(DenseNet, num_classes, depth, growth_rate, bottleneck, reduction, pos)
+    return _with_peer_sites(make, unit, peer_sites)
 
 
 @register_model
@@ -812,18 +1043,30 @@ def wrn(
     depth: int = 40,
     widen_factor: int = 2,
     drop_rate: float = 0.0,
+    *,
+    leaky_slope: float = 0.0,
+    bn_momentum: float = 0.1,
+    activate_before_residual: str | int | Iterable[int] = "all",
+    fc_init: str = "pytorch",
+    peer_sites: str = "crossnorm",
     **unit,
 ) -> WideResNet:
     """WideResNet as in AugMix, WRN-40-2 by default (~2.24M parameters).
 
     Table 7's SE rows: ``cnsn_type="se"`` with ``pos="residual"`` ("SE", the SE-ResNet
-    placement) or ``pos="post"`` ("SE (post)").
+    placement) or ``pos="post"`` ("SE (post)"). FixMatch-pytorch's WRN (the FixMatch runs,
+    :data:`sncn.hparams.FIXMATCH`): ``leaky_slope=0.1, bn_momentum=0.001,
+    activate_before_residual=(1,), fc_init="xavier_normal"``.
 
     Args:
         num_classes: output classes.
         pos: ``"pre"``, ``"residual"``, ``"identity"`` or ``"post"`` (released CNSN scripts:
             ``"post"``).
         depth, widen_factor, drop_rate: see :class:`WideResNet`.
+        leaky_slope, bn_momentum, activate_before_residual, fc_init: see :class:`WideResNet`
+            (the defaults are AugMix's and the released code's).
+        peer_sites: ``"crossnorm"`` (a peer ``cnsn_type`` in CrossNorm's slots) or ``"own"``
+            (at its own paper's sites, :func:`own_peer_sites`; ``pos`` is then unused).
         **unit: placement and unit keywords (see :class:`UnitSpec`): ``cnsn_type``, ``blocks``,
             ``image``, ``crop``, ``beta``, ``instances``, ``threshold``, ``order``,
             ``two_functions``, ``se_reduction``.
@@ -831,7 +1074,19 @@ def wrn(
     Returns:
         A :class:`WideResNet`.
     """
-    return WideResNet(num_classes, depth, widen_factor, drop_rate, pos, UnitSpec(**unit))
+    make = partial(
+        WideResNet,
+        num_classes,
+        depth,
+        widen_factor,
+        drop_rate,
+        pos,
+        leaky_slope=leaky_slope,
+        bn_momentum=bn_momentum,
+        activate_before_residual=activate_before_residual,
+        fc_init=fc_init,
+    )
+    return _with_peer_sites(make, unit, peer_sites)
 
 
 @register_model
@@ -841,6 +1096,7 @@ def resnext(
     depth: int = 29,
     cardinality: int = 4,
     base_width: int = 32,
+    peer_sites: str = "crossnorm",
     **unit,
 ) -> CifarResNeXt:
     """ResNeXt-29 as in AugMix: cardinality 4, base width 32 (~6.8M parameters).
@@ -853,6 +1109,8 @@ def resnext(
         pos: ``"pre"``, ``"residual"``, ``"identity"`` or ``"post"`` (released CNSN scripts:
             ``"post"``).
         depth, cardinality, base_width: see :class:`CifarResNeXt`.
+        peer_sites: ``"crossnorm"`` (a peer ``cnsn_type`` in CrossNorm's slots) or ``"own"``
+            (at its own paper's sites, :func:`own_peer_sites`; ``pos`` is then unused).
         **unit: placement and unit keywords (see :class:`UnitSpec`): ``cnsn_type``, ``blocks``,
             ``image``, ``crop``, ``beta``, ``instances``, ``threshold``, ``order``,
             ``two_functions``, ``se_reduction``.
@@ -860,7 +1118,8 @@ def resnext(
     Returns:
         A :class:`CifarResNeXt`.
     """
-    return CifarResNeXt(num_classes, depth, cardinality, base_width, pos, UnitSpec(**unit))
+    make = partial(CifarResNeXt, num_classes, depth, cardinality, base_width, pos)
+    return _with_peer_sites(make, unit, peer_sites)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,19 +2,21 @@
 
 The paper's segmentation model (§4.2) is torchvision's FCN-ResNet50: a ResNet-50 whose last two
 stages are dilated instead of strided (output stride 8), an ``FCNHead`` on ``layer4`` and an
-auxiliary ``FCNHead`` on ``layer3`` (weight 0.4 in the loss). The released configuration
-(amazon-science/crossnorm-selfnorm, ``segmentation/config/gtav/gtav_fcn50_sncn.yaml``) places
+auxiliary ``FCNHead`` on ``layer3`` (weight 0.4 in the loss). The default follows the released
+GTA5 configuration (amazon-science/crossnorm-selfnorm, ``segmentation/config/gtav/
+gtav_fcn50_cnsn.yaml``: ``block_idxs: 1_2_3_4``, ``pos: residual``, ``cn_pos: post``), which places
 
 * a SelfNorm in the *residual* position of every bottleneck of stages 1-4 (on the residual
-  branch, after its last BatchNorm, before the addition): ``pos: residual``;
-* a 2-instance CrossNorm with *style* crop after every bottleneck of stages 1-4 (``cn_pos:
-  post``, ``crop: style``, threshold 0.1, Beta(1, 1));
+  branch, after its last BatchNorm, before the addition);
+* a 2-instance CrossNorm with *style* crop after every bottleneck of stages 1-4 (threshold 0.1,
+  Beta(1, 1)), and none on the input images.
 
-and the paper (Figure 14) uses CrossNorm "in both image and feature level": ``image_cn`` adds
-one more CrossNorm on the normalised input images. All CrossNorms are switched from outside
-(:func:`sncn.layers.crossnorm_step`; the paper: one unit on in half of the steps).
+The caption of the paper's Figure 14 says CrossNorm is used "in both image and feature level";
+``image_cn=True`` adds that image-level CrossNorm on the normalised input images (off by
+default, as in the released configuration). All CrossNorms are switched from outside
+(:func:`sncn.layers.crossnorm_step`; the released code: one unit on in half of the steps).
 
-The paper configuration is the default (``depth=50, width=64``: torchvision's ``fcn_resnet50``
+The paper's network size is the default (``depth=50, width=64``: torchvision's ``fcn_resnet50``
 built with ``weights=None, weights_backbone=None``). ``depth`` and ``width`` only shrink it for CPU
 profiles: the same blocks, dilations and heads with ``width`` base channels (64 in ResNet-50) and
 fewer bottlenecks per stage.
@@ -139,11 +141,13 @@ def fcn_resnet(
     width: int = 64,
     cnsn_type: str | None = None,
     blocks: tuple[int, ...] = (1, 2, 3, 4),
-    image_cn: bool = True,
+    image_cn: bool = False,
     crop: str = "style",
     instances: int = 2,
     beta: float = 1.0,
     threshold: float = 0.1,
+    box: str = "released",
+    pairing: str = "permutation",
     aux_loss: bool = True,
     backbone_weights: str | os.PathLike | None = None,
 ) -> FCNResNet:
@@ -155,8 +159,12 @@ def fcn_resnet(
         width: 64 for the paper; smaller for CPU runs.
         cnsn_type: None (baseline), ``"sn"``, ``"cn"`` or ``"cnsn"``.
         blocks: stages (1-4) whose every bottleneck gets the units (paper: all four).
-        image_cn: with CrossNorm, one more on the input images (paper, Figure 14).
-        crop, instances, beta, threshold: CrossNorm settings (paper: ``"style"``, 2, 1, 0.1).
+        image_cn: with CrossNorm, one more on the input images (the caption of the paper's
+            Figure 14, "image and feature level"); False: feature level only, the released
+            GTA5 configuration (``block_idxs: 1_2_3_4``, no block 0). The image-level unit is
+            one more candidate among the units a CrossNorm step switches on.
+        crop, instances, beta, threshold, box, pairing: CrossNorm settings (paper:
+            ``"style"``, 2, 1, 0.1; box and pairing: see :func:`~sncn.layers.crossnorm`).
         aux_loss: the auxiliary head on ``layer3`` (the paper's code: weight 0.4).
         backbone_weights: a local ImageNet ResNet state dict for the backbone (paper: ImageNet
             initialised); None starts from scratch.
@@ -182,15 +190,18 @@ def fcn_resnet(
         )
     use_sn = cnsn_type in ("sn", "cnsn")
     use_cn = cnsn_type in ("cn", "cnsn")
+    cn_kwargs = {"box": box, "pairing": pairing}
     for stage in sorted(blocks) if cnsn_type else ():
         for block in getattr(net.backbone, f"layer{stage}"):
             channels = block.bn3.num_features
             if use_sn:  # residual position: the branch's output before the addition
                 wrap_output(block.bn3, SelfNorm(channels), name="selfnorm")
             if use_cn:  # after the block (its output, after the addition and ReLU)
-                wrap_output(block, CrossNorm(channels, instances, crop, beta, threshold),
-                            name="crossnorm")  # fmt: skip
-    image = CrossNorm(3, instances, crop, beta, threshold) if use_cn and image_cn else None
+                unit = CrossNorm(channels, instances, crop, beta, threshold, **cn_kwargs)
+                wrap_output(block, unit, name="crossnorm")
+    image = (
+        CrossNorm(3, instances, crop, beta, threshold, **cn_kwargs) if use_cn and image_cn else None
+    )
     model = FCNResNet(net, image)
     if backbone_weights:
         load_backbone_weights(model, backbone_weights)

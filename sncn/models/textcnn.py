@@ -42,15 +42,19 @@ class TextCNN(nn.Module):
             it. The row ``padding_idx`` is zeroed.
         freeze_embeddings: keep the embeddings fixed (the paper's reference fine-tunes them).
         cnsn_type: None, ``"sn"``, ``"cn"`` or ``"cnsn"``: the unit after the embeddings.
-        order, instances, crop, beta, threshold, two_functions: :class:`~sncn.layers.CNSN`
-            settings (with a mask CrossNorm supports ``crop="neither"`` only).
+        order, instances, crop, beta, threshold, two_functions, pairing:
+            :class:`~sncn.layers.CNSN` settings (with a mask CrossNorm supports
+            ``crop="neither"`` only).
 
     Input: right-padded token ids ``(N, L)`` (int64). Output: logits ``(N, num_classes)``. The
     output of a sequence does not depend on how much padding follows it: the batch is trimmed to
-    its longest sequence, the unit's statistics skip padding, and max pooling only covers windows
-    that start in the sequence (a sequence shorter than a kernel is read as padded to the kernel's
-    width, as the reference implementation does). A row of padding only is read as one ``<pad>``
-    token.
+    its longest sequence, the unit's statistics skip padding, and max pooling only covers the
+    windows that lie inside the sequence (a sequence shorter than a kernel keeps its first window,
+    which reads ``<pad>`` embeddings up to the kernel's width). A row of padding only is read as
+    one ``<pad>`` token. The masked pooling is our choice: the reference implementation max-pools
+    over every window of the padded batch, those over padding included, so its output for a
+    sequence depends on the length of the longest sequence in its batch; it has no SN/CN units,
+    so their padding mask is ours too.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class TextCNN(nn.Module):
         beta: float = 1.0,
         threshold: float = 0.1,
         two_functions: bool = False,
+        pairing: str = "permutation",
     ) -> None:
         super().__init__()
         if cnsn_type is not None and cnsn_type not in UNIT_TYPES:
@@ -105,7 +110,7 @@ class TextCNN(nn.Module):
             if cnsn_type is None
             else CNSN(embed_dim, cn="cn" in cnsn_type, sn="sn" in cnsn_type, order=order,
                       instances=instances, crop=crop, beta=beta, threshold=threshold,
-                      two_functions=two_functions)
+                      two_functions=two_functions, pairing=pairing)
         )  # fmt: skip
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, k) for k in self.kernel_sizes)
         self.dropout = nn.Dropout(dropout)
