@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +85,25 @@ def _check_features(x: Tensor, num_channels: int | None, layer: str) -> None:
             f"{layer} was built for {num_channels} channels but got {x.shape[1]} "
             f"(input shape {tuple(x.shape)}); channels are dimension 1."
         )
+
+
+def _check_nonempty(x: Tensor, layer: str) -> None:
+    """Raise a ValueError for an empty ``x``: its instance statistics do not exist."""
     if x.numel() == 0:
         raise ValueError(f"{layer} got an empty tensor of shape {tuple(x.shape)}.")
+
+
+def _check_num_channels(num_channels: int | None, layer: str, optional: bool = False) -> None:
+    """Raise a ValueError unless ``num_channels`` is a positive int (or None if ``optional``)."""
+    if optional and num_channels is None:
+        return
+    if isinstance(num_channels, bool) or not isinstance(num_channels, Integral) or num_channels < 1:
+        raise ValueError(f"{layer} needs num_channels >= 1, got {num_channels!r}.")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the layers compute in for inputs of ``dtype``: float32 for float16/bfloat16."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,9 +114,11 @@ def _check_features(x: Tensor, num_channels: int | None, layer: str) -> None:
 def _moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per (sample, channel) mean and biased variance of ``x``, both ``(N, C)`` float32+.
 
-    Contiguous and channels_last inputs go through the group-norm kernel (one group per channel:
-    a vectorised one-pass Welford, exact for |mean| >> std). Other strides use ``var_mean``, which
-    reads the strided data in place rather than making a contiguous copy.
+    Computed by the group-norm kernel (one group per channel) on a contiguous tensor, where it is
+    a vectorised one-pass Welford, accurate for |mean| >> std. Other layouts (channels_last,
+    strided views) are copied to a contiguous tensor first: on channels_last input the kernel
+    sums ``x`` and ``x^2``, which loses the variance at large offsets (all of it at mean 1e4,
+    std 1 in float32), and ``var_mean`` is several times slower than the copy.
 
     Returns:
         ``(mean, var, spare)``: ``spare`` is the kernel's normalised output, a buffer of ``x``'s
@@ -106,18 +126,12 @@ def _moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         instead of allocating its own), or None.
     """
     n, c = x.shape[:2]
-    acc = x.float() if x.dtype in _LOW_PRECISION else x  # fp16/bf16: accumulate and return fp32
-    layout_ok = acc.is_contiguous() or (
-        acc.dim() == 4 and acc.is_contiguous(memory_format=torch.channels_last)
-    )
-    if layout_ok:
-        spatial = acc[0, 0].numel()
-        # eps = 0: rstd = 1 / sqrt(var); a constant map gives rstd = inf and var = 0 exactly.
-        spare, mean, rstd = torch.native_group_norm(acc, None, None, n, c, spatial, c, 0.0)
-        usable = spare.dtype == x.dtype and spare.stride() == x.stride()
-        return mean.view(n, c), rstd.view(n, c).pow(-2), spare if usable else None
-    var, mean = torch.var_mean(acc, dim=tuple(range(2, acc.dim())), correction=0)
-    return mean, var, None
+    # fp16/bf16: accumulate and return fp32; one contiguous copy at most
+    acc = x.to(_compute_dtype(x.dtype), memory_format=torch.contiguous_format)
+    # eps = 0: rstd = 1 / sqrt(var); a constant map gives rstd = inf and var = 0 exactly.
+    spare, mean, rstd = torch.native_group_norm(acc, None, None, n, c, acc[0, 0].numel(), c, 0.0)
+    usable = spare.dtype == x.dtype and spare.stride() == x.stride()
+    return mean.view(n, c), rstd.view(n, c).pow(-2), spare if usable else None
 
 
 class _InstanceStats(torch.autograd.Function):
@@ -141,21 +155,25 @@ class _InstanceStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_mean: Tensor, grad_std: Tensor):  # noqa: D102
         x, mean, std = ctx.saved_tensors
-        # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std)
-        # grad_x = x * c1 + c0 with per-map c1 = g_std / ((n-1) std), c0 = g_mean / n - mean c1.
+        # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std), so
+        # grad_x = (x - mean) * c1 + c0 with per-map c1 = g_std / ((n-1) std), c0 = g_mean / n.
         c1 = grad_std / (ctx.denom * std)
-        c0 = grad_mean / ctx.n_pos - mean * c1
-        return _affine_values(x, c1, c0), None
+        return _centred_values(x, mean, c1, grad_mean / ctx.n_pos), None
 
 
-def _check_mask(mask: Tensor, x: Tensor) -> Tensor:
-    """``mask`` ``(N, *spatial)`` (True = a real position) as a bool ``(N, 1, *spatial)``."""
+def _check_mask_shape(mask: Tensor, x: Tensor) -> None:
+    """Raise a ValueError unless ``mask`` is a tensor of shape ``(N, *spatial)`` (no data read)."""
     if not isinstance(mask, Tensor) or tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
         shape = None if not isinstance(mask, Tensor) else tuple(mask.shape)
         raise ValueError(
             f"mask must have shape (N, *spatial) = {(x.shape[0], *x.shape[2:])} for features of "
             f"shape {tuple(x.shape)}, got {shape}."
         )
+
+
+def _check_mask(mask: Tensor, x: Tensor) -> Tensor:
+    """``mask`` ``(N, *spatial)`` (True = a real position) as a bool ``(N, 1, *spatial)``."""
+    _check_mask_shape(mask, x)
     mask = mask.to(device=x.device, dtype=torch.bool)
     if not mask.flatten(1).any(1).all():
         raise ValueError("every sample needs at least one unmasked position (mask all False).")
@@ -200,6 +218,7 @@ def instance_stats(
         Eq. 1 of the paper (instance normalisation statistics).
     """
     _check_features(x, None, "instance_stats")
+    _check_nonempty(x, "instance_stats")
     if mask is None:
         mean, std = _InstanceStats.apply(x, float(eps))  # (N, C), (N, C)
     else:
@@ -210,9 +229,19 @@ def instance_stats(
     return mean, std
 
 
-def _per_map(t: Tensor, x: Tensor) -> Tensor:
-    """``(N, C)`` coefficients -> broadcastable against ``x`` in ``x``'s dtype."""
-    return t.view(*t.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+def _per_map(t: Tensor, dim: int) -> Tensor:
+    """``(N, C)`` coefficients viewed as ``(N, C, 1[, 1])``, to broadcast over ``dim``-d maps."""
+    return t.view(*t.shape, *([1] * (dim - 2)))
+
+
+def _affine(x: Tensor, mean: Tensor, a: Tensor, c: Tensor) -> Tensor:
+    """Differentiable ``a * (x - mean) + c`` with ``(N, C)`` terms, in plain autograd (masks).
+
+    Computed in the terms' dtype (float32 for float16/bfloat16 features) and rounded once to
+    ``x``'s dtype.
+    """
+    d = x.dim()
+    return torch.addcmul(_per_map(c, d), x - _per_map(mean, d), _per_map(a, d)).to(x.dtype)
 
 
 def _flat_maps(x: Tensor) -> Tensor | None:
@@ -226,64 +255,102 @@ def _flat_maps(x: Tensor) -> Tensor | None:
     return None
 
 
-def _affine_values(x: Tensor, a: Tensor, b: Tensor | None, out: Tensor | None = None) -> Tensor:
-    """``x * a + b`` per map, no autograd: one pass, in ``x``'s dtype and memory layout.
+def _affine_values(x: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``x * a + b`` per map, no autograd: one pass, in ``x``'s memory layout and dtype.
 
-    Written into ``out`` (shaped and laid out like ``x``) when given.
+    ``a``, ``b``: ``(N, C)``. The arithmetic is in float32 for float16/bfloat16 ``x`` (in ``x``'s
+    dtype otherwise) and the result is rounded once to ``x``'s dtype, so neither ``x * a`` nor
+    ``b`` overflows in low precision. Written into ``out`` (shaped and laid out like ``x``; it
+    may be ``x`` itself) when given.
     """
     out = torch.empty_like(x) if out is None else out
+    dtype = _compute_dtype(x.dtype)
+    a, b = a.to(dtype), b.to(dtype)
     flat, flat_out = _flat_maps(x), _flat_maps(out)
     if flat is not None and flat_out is not None:
         # BatchNorm inference with mean 0, var 1, eps 0: exactly x * a + b, vectorised per map
-        a_ = a.reshape(-1).to(x.dtype)
-        b_ = None if b is None else b.reshape(-1).to(x.dtype)
-        ones = torch.ones_like(a_)
+        a_, b_ = a.reshape(-1), b.reshape(-1)
         torch.ops.aten.native_batch_norm.out(
-            flat, a_, b_, torch.zeros_like(a_), ones, False, 0.0, 0.0,
+            flat, a_, b_, torch.zeros_like(a_), torch.ones_like(a_), False, 0.0, 0.0,
             out=flat_out, save_mean=a_.new_empty(0), save_invstd=a_.new_empty(0),
         )  # fmt: skip
         return out
-    torch.mul(x, _per_map(a, x), out=out)
-    return out if b is None else out.add_(_per_map(b, x))
+    a_, b_ = _per_map(a, x.dim()), _per_map(b, x.dim())
+    if dtype != x.dtype:  # float16/bfloat16: a float32 result, rounded once into out
+        return out.copy_(torch.addcmul(b_, x, a_))
+    return torch.addcmul(b_, x, a_, out=out)
 
 
-def _map_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-map ``sum(grad * x)`` and ``sum(grad)``, each ``(N, C)`` (float32+ accumulation)."""
+def _map_sums(grad: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-map ``sum(grad * (x - mean))`` and ``sum(grad)``, each ``(N, C)``.
+
+    ``mean``: ``(N, C)``, the maps' means: centring the first sum keeps it accurate when
+    ``|mean| >> std``. Products and sums are in float32 for float16/bfloat16 inputs.
+    """
     flat_x, flat_g = _flat_maps(x), _flat_maps(grad)
     if flat_x is not None and flat_g is not None and grad.dtype == x.dtype:
-        # One vectorised pass: BatchNorm's backward reductions with mean 0 and invstd 1.
-        zeros = torch.zeros(flat_x.shape[1], dtype=x.dtype, device=x.device)
-        _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
+        # One vectorised pass: BatchNorm's backward reductions with the maps' means, invstd 1.
+        mean_ = mean.reshape(-1).to(x.dtype)
+        _, sum_gcx, sum_g = torch.ops.aten.native_batch_norm_backward(
             flat_g,
             flat_x,
             None,
             None,
             None,
-            zeros,
-            torch.ones_like(zeros),
+            mean_,
+            torch.ones_like(mean_),
             True,
             0.0,
             [False, True, True],
         )
-        return sum_gx.view(x.shape[:2]), sum_g.view(x.shape[:2])
+        return sum_gcx.view(x.shape[:2]), sum_g.view(x.shape[:2])
     dims = tuple(range(2, x.dim()))
-    acc = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
-    return (grad * x).sum(dims, dtype=acc), grad.sum(dims, dtype=acc)
+    dtype = _compute_dtype(x.dtype)
+    centred = torch.sub(x, _per_map(mean.to(dtype), x.dim()))  # in dtype (float32 for fp16/bf16)
+    return centred.mul_(grad).sum(dims), grad.sum(dims, dtype=dtype)
 
 
-Coefficients = Callable[..., tuple[Tensor, Tensor | None]]
+def _centred_values(
+    x: Tensor,
+    mean: Tensor,
+    c1: Tensor,
+    c0: Tensor,
+    grad: Tensor | None = None,
+    a: Tensor | None = None,
+) -> Tensor:
+    """``(x - mean) * c1 + c0`` per map, plus ``grad * a`` when given; no autograd.
+
+    ``mean``, ``c1``, ``c0``, ``a``: ``(N, C)``. ``x - mean`` is formed first, so a map equal to
+    its mean contributes exactly ``c0`` however large ``|mean| * c1`` (the folded
+    ``x * c1 + (c0 - mean * c1)`` loses that sum's digits). Computed in float32 for
+    float16/bfloat16 ``x`` (in ``x``'s dtype otherwise) and rounded once to ``x``'s dtype.
+    """
+    dtype = _compute_dtype(x.dtype)
+    out = torch.sub(x, _per_map(mean.to(dtype), x.dim()))  # a new buffer, in dtype
+    _affine_values(out, c1, c0, out=out)  # in place
+    if grad is not None:
+        out.addcmul_(grad, _per_map(a.to(dtype), x.dim()))
+    return out.to(x.dtype)
+
+
+Coefficients = Callable[..., tuple[Tensor, Tensor]]
 
 
 class _StatAffine(torch.autograd.Function):
-    """``x * a + b`` per feature map, where ``(a, b) = coefficients(mu_x, sigma_x, *tensors)``.
+    """``a * (x - mu_x) + c`` per map, with ``(a, c) = coefficients(mu_x, sigma_x, *tensors)``.
 
-    Both layers are such maps (SelfNorm: ``a = g``, ``b = (f - g) mu``; CrossNorm: ``a = sigma_B /
-    sigma_A``, ``b = mu_B - a mu_A``). Fusing the statistics, the small coefficient graph and the
-    affine map into one autograd node lets the backward be: one reduction pass for the per-map sums
-    of ``grad * x`` and ``grad``, the coefficient graph's backward on ``(N, C)`` tensors, and
-    ``grad_x = grad * a + x * c1 + c0`` written into a single buffer. ``tensors`` are the other
-    differentiable inputs of ``coefficients`` (parameters, a partner's statistics); their
-    gradients are returned through this node.
+    Both layers are such maps, in the form the paper writes them (SelfNorm, Eq. 2: ``a = g``,
+    ``c = f mu``; CrossNorm, Eq. 3: ``a = sigma_B / sigma_A``, ``c = mu_B``). Fusing the
+    statistics, the small coefficient graph and the affine map into one autograd node makes the
+    forward one statistics pass and one pass for ``x * a + (c - a mu_x)``, and the backward: one
+    reduction pass for the per-map sums of ``grad * (x - mu_x)`` and ``grad`` (the gradients of
+    ``a`` and ``c``), the coefficient graph's backward on ``(N, C)`` tensors, and
+    ``grad_x = grad * a + (x - mu_x) * c1 + c0`` (centred: exact for a constant map, whatever its
+    mean). ``tensors`` are the other differentiable inputs of ``coefficients`` (parameters, a
+    partner's statistics); their gradients are returned through this node.
+
+    For float16/bfloat16 ``x`` the statistics, the coefficients and both affine maps (forward
+    and backward) are computed in float32, and each result is rounded once to ``x``'s dtype.
     """
 
     @staticmethod
@@ -294,41 +361,40 @@ class _StatAffine(torch.autograd.Function):
         std = (var * (n_pos / denom) + eps).sqrt()
         with torch.enable_grad():
             leaves = (mean.requires_grad_(), std.requires_grad_())
-            a, b = coefficients(*leaves, *tensors)
-        ctx.graph = (leaves, a, b)
+            a, c = coefficients(*leaves, *tensors)
+        ctx.graph = (leaves, a, c)
         ctx.tensors = tensors
         ctx.n_pos, ctx.denom = n_pos, denom
         ctx.save_for_backward(x)
-        return _affine_values(x, a.detach(), None if b is None else b.detach(), out=spare)
+        a_ = a.detach()
+        return _affine_values(x, a_, c.detach() - a_ * mean.detach(), out=spare)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # noqa: D102
         (x,) = ctx.saved_tensors
-        (mean, std), a, b = ctx.graph
-        sum_gx, sum_g = _map_sums(grad, x)
-        outputs, out_grads = [a], [sum_gx.to(a.dtype)]
-        if b is not None:
-            outputs.append(b)
-            out_grads.append(sum_g.to(b.dtype))
+        (mean, std), a, c = ctx.graph
+        mean_, a_ = mean.detach(), a.detach()
+        sum_gcx, sum_g = _map_sums(grad, x, mean_)  # d loss / d a, d loss / d c
         needs = ctx.needs_input_grad[3:]
         wanted = [mean, std] + [t for t, need in zip(ctx.tensors, needs, strict=True) if need]
+        out_grads = [sum_gcx.to(a.dtype), sum_g.to(c.dtype)]
         grads = torch.autograd.grad(
-            outputs, wanted, out_grads, retain_graph=True, allow_unused=True
+            [a, c], wanted, out_grads, retain_graph=True, allow_unused=True
         )  # (N, C)-sized graph: kept so that backward can run again (retain_graph=True)
-        grad_mean, grad_std = (torch.zeros_like(mean) if g is None else g for g in grads[:2])
+        grad_mean, grad_std = (torch.zeros_like(mean_) if g is None else g for g in grads[:2])
+        grad_mean = grad_mean - a_ * sum_g  # the explicit mu_x of a * (x - mu_x)
         # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std), so the
-        # statistics' share of grad_x is x * c1 + c0 with per-map c1, c0.
+        # statistics' share of grad_x is (x - mean) * c1 + c0 with per-map c1, c0.
         c1 = grad_std / (ctx.denom * std)
-        c0 = grad_mean / ctx.n_pos - mean * c1
-        grad_x = _affine_values(x, c1, c0).addcmul_(grad, _per_map(a.detach(), x))
+        grad_x = _centred_values(x, mean_, c1, grad_mean / ctx.n_pos, grad, a_)
         rest = iter(grads[2:])
         grad_tensors = [next(rest) if need else None for need in needs]
         return (grad_x, None, None, *grad_tensors)
 
 
 def _stat_affine(x: Tensor, eps: float, coefficients: Coefficients, *tensors: Tensor) -> Tensor:
-    """Differentiable ``x * a + b`` with ``(a, b) = coefficients(mu_x, sigma_x, *tensors)``."""
+    """Differentiable ``a * (x - mu_x) + c``, ``(a, c) = coefficients(mu_x, sigma_x, *tensors)``."""
     return _StatAffine.apply(x, eps, coefficients, *tensors)
 
 
@@ -357,12 +423,29 @@ class ChannelFC(nn.Module):
 
 
 def _batch_norm(bn: nn.BatchNorm1d, z: Tensor) -> Tensor:
-    """BatchNorm over the batch; a batch of one in training uses the running statistics."""
-    if bn.training and z.shape[0] == 1:
-        return F.batch_norm(
-            z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
-        )
-    return bn(z)
+    """``bn(z)`` computed in ``z``'s dtype, whatever the dtype of ``bn``'s parameters and buffers.
+
+    Parameters and running statistics are cast on the fly (as BatchNorm does with float16 inputs
+    under autocast), and the running statistics are updated in their own dtype: a module cast to
+    float16/bfloat16 still normalises float32 statistics in float32. In training, batch
+    statistics are used and the running ones updated (momentum, or a cumulative average for
+    ``momentum=None``, as ``nn.BatchNorm1d``), except for a batch of one (a batch statistic of one
+    value does not exist) or none, which uses the running statistics and leaves them unchanged.
+    """
+    batch_stats = bn.training and z.shape[0] > 1
+    factor = 0.0
+    if batch_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    mean, var = bn.running_mean.to(z.dtype), bn.running_var.to(z.dtype)  # copies if cast
+    out = F.batch_norm(
+        z, mean, var, bn.weight.to(z.dtype), bn.bias.to(z.dtype), batch_stats, factor, bn.eps
+    )
+    if batch_stats and mean is not bn.running_mean:  # updated in the copies: write them back
+        with torch.no_grad():
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+    return out
 
 
 class SelfNorm(nn.Module):
@@ -387,7 +470,13 @@ class SelfNorm(nn.Module):
 
     Shapes: ``(N, C, L)`` or ``(N, C, H, W)`` in and out. In training, a batch of one uses the
     BatchNorm running statistics (a batch statistic of one value does not exist) and leaves them
-    unchanged.
+    unchanged. An empty input gives an empty output (as ``nn.BatchNorm2d``), in training too.
+
+    Precision: float16/bfloat16 inputs, modules cast with ``.half()``/``.bfloat16()`` and
+    autocast all work on CPU and GPU. The statistics, the attention (parameters cast to float32
+    on the fly, running statistics kept in the module's dtype) and the affine map of the forward
+    and backward passes are computed in float32, and the output and ``grad_x`` are rounded once to
+    the input's dtype.
 
     Reference:
         Section 3 (SelfNorm), Eq. 2, and "Hyper-parameters" in Section 4 of the paper.
@@ -401,6 +490,7 @@ class SelfNorm(nn.Module):
         momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        _check_num_channels(num_channels, "SelfNorm")
         self.num_channels = num_channels
         self.eps = eps
         self.g_fc = ChannelFC(num_channels)
@@ -431,17 +521,20 @@ class SelfNorm(nn.Module):
         masked positions, and those pass through unchanged.
         """
         _check_features(x, self.num_channels, "SelfNorm")
+        if x.numel() == 0:  # no maps, or maps of no positions: nothing to recalibrate
+            if mask is not None:
+                _check_mask_shape(mask, x)
+            return x.clone()
         if mask is None:
             return _stat_affine(x, self.eps, self._coefficients, *self.parameters())
         mask = _check_mask(mask, x)
-        a, b = self._coefficients(*_masked_stats(x, mask, self.eps))
-        out = x * _per_map(a, x)
-        return torch.where(mask, out if b is None else out + _per_map(b, x), x)
+        mean, std = _masked_stats(x, mask, self.eps)
+        return torch.where(mask, _affine(x, mean, *self._coefficients(mean, std)), x)
 
     def _coefficients(self, mean: Tensor, std: Tensor, *_params: Tensor) -> tuple:
-        """Eq. 2 as ``x * a + b``: ``g (x - mu) + f mu = g x + (f - g) mu``; g-only: ``g x``."""
+        """Eq. 2 as ``a * (x - mu) + c``: ``a = g``, ``c = f mu`` (g-only: ``c = g mu``)."""
         g, f = self.attention(mean, std)  # (N, C) each
-        return (g, None) if f is None else (g, (f - g) * mean)
+        return g, (g if f is None else f) * mean
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, two_functions={self.two_functions}, eps={self.eps}"
@@ -667,8 +760,12 @@ def crossnorm(
             :func:`random_partner`.
 
     Returns:
-        Tensor of ``x``'s shape and dtype. Gradients flow to ``x`` through both the standardised
-        map and the partner's statistics, as in the paper's released code.
+        Tensor of ``x``'s shape and dtype (an empty ``x`` gives an empty copy). Gradients flow to
+        ``x`` through both the standardised map and the partner's statistics, as in the paper's
+        released code. For float16/bfloat16 ``x`` the statistics, ``a = sigma_B / sigma_A`` and
+        ``a (x - mu_A) + mu_B`` (forward and backward) are computed in float32 and rounded once
+        to ``x``'s dtype, so a near-constant map (tiny ``sigma_A``) neither overflows nor gives
+        NaN.
 
     Reference:
         Section 3 (CrossNorm) and 3.1 (CrossNorm Variants), Eq. 3-6.
@@ -678,6 +775,10 @@ def crossnorm(
     _check_box_args(beta, threshold, box)
     _check_pairing(pairing)
     n, c = x.shape[:2]
+    if x.numel() == 0:  # no maps, or maps of no positions: nothing to exchange
+        if mask is not None:
+            _check_mask_shape(mask, x)
+        return x.clone()
     if instances == 2 and n < 2:
         raise ValueError(
             "2-instance CrossNorm needs a batch of at least 2 samples to pair them, got N=1. "
@@ -717,19 +818,18 @@ def crossnorm(
             mean_b, std_b = mean_b[partner], std_b[partner]
         else:  # Eq. 4: partner channel of the same sample
             mean_b, std_b = mean_b[:, partner], std_b[:, partner]
-        scale = std_b / std_a  # Eq. 3 as x * scale + shift
-        shift = mean_b - mean_a * scale
-        if keep is not None:  # excluded samples: the identity (scale 1, shift 0)
+        scale = std_b / std_a  # Eq. 3: scale * (x - mean_a) + mean_b
+        if keep is not None:  # excluded samples: the identity (scale 1, mean_b = mean_a)
             scale = torch.where(keep, torch.ones_like(scale), scale)
-            shift = torch.where(keep, torch.zeros_like(shift), shift)
-        if lam is not None:
-            return lam + (1 - lam) * scale, (1 - lam) * shift
-        return scale, shift
+            mean_b = torch.where(keep, mean_a, mean_b)
+        if lam is not None:  # lam x + (1 - lam) crossnorm(x)
+            return lam + (1 - lam) * scale, lam * mean_a + (1 - lam) * mean_b
+        return scale, mean_b
 
     if mask is not None:  # padded sequences: statistics over real positions, padding untouched
         mask = _check_mask(mask, x)
-        scale, shift = coefficients(*_masked_stats(x, mask, eps))
-        return torch.where(mask, x * _per_map(scale, x) + _per_map(shift, x), x)
+        mean, std = _masked_stats(x, mask, eps)
+        return torch.where(mask, _affine(x, mean, *coefficients(mean, std)), x)
 
     restyled = _stat_affine(content, eps, coefficients, *style)
     if content is x:
@@ -753,18 +853,26 @@ class StyleLayer(nn.Module):
 
     ``active`` is set by :func:`activate_crossnorm` / :func:`crossnorm_step` and never changed by
     the layer itself; the layer is the identity unless ``self.training and self.active``.
-    Subclasses implement :meth:`transform`.
+    Subclasses implement :meth:`transform`, and :meth:`check_input`, which runs at every forward,
+    on or off, so that an input the layer would reject when on is rejected from the first step.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.active = False
 
+    def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
+        """Raise a ValueError for an input :meth:`transform` would reject (cheap: no data read)."""
+
     def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``transform(x, mask)`` while training and switched on, else ``x`` unchanged."""
+        """``transform(x, mask)`` while training and switched on, else ``x`` unchanged.
+
+        :meth:`check_input` runs in every case.
+        """
+        self.check_input(x, mask)
         if self.training and self.active:
             return self.transform(x, mask)
         return x
@@ -777,6 +885,10 @@ class CrossNorm(StyleLayer):
         num_channels: C of the input, checked when given (None accepts any C), so the layer drops
             in wherever ``nn.BatchNorm2d(num_channels)`` goes.
         instances, crop, beta, threshold, lam, eps, box, pairing: see :func:`crossnorm`.
+
+    The input (rank, dtype, channels, and a mask's shape) is checked at every forward, also off or
+    in ``eval()``, where the layer returns it unchanged; an empty input is returned unchanged
+    (off) or as an empty copy (on), as ``nn.BatchNorm2d`` returns an empty output.
 
     Randomness (pairing, boxes) comes from torch's global generator: seed it once per run
     (:func:`sncn.utils.seed_everything`). Which samples may be paired (``groups`` of
@@ -799,6 +911,7 @@ class CrossNorm(StyleLayer):
         pairing: str = "permutation",
     ) -> None:
         super().__init__()
+        _check_num_channels(num_channels, "CrossNorm", optional=True)
         _check_crossnorm_args(instances, crop, lam)
         _check_box_args(beta, threshold, box)
         _check_pairing(pairing)
@@ -812,6 +925,13 @@ class CrossNorm(StyleLayer):
         self.box = box
         self.pairing = pairing
         self.groups: Tensor | None = None  # set from outside: crossnorm_groups
+
+    def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
+        """Raise a ValueError unless ``x`` is a floating-point ``(N, C, L)``/``(N, C, H, W)``
+        tensor with the layer's C and ``mask`` (if given) is ``(N, *spatial)``."""
+        _check_features(x, self.num_channels, "CrossNorm")
+        if mask is not None:
+            _check_mask_shape(mask, x)
 
     def transform(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Apply CrossNorm to ``x`` ``(N, C, ...)`` (``mask``, ``groups``: see crossnorm)."""

@@ -52,10 +52,19 @@ class _Peer(StyleLayer):
         self.num_channels, self.p, self.eps, self.switched = num_channels, p, eps, switched
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``transform(x, mask)`` while training and on (switched on, or ``switched=False``)."""
+        """``transform(x, mask)`` while training and on (switched on, or ``switched=False``).
+
+        The input is checked in every case (:meth:`check_input`), as for CrossNorm.
+        """
+        self.check_input(x, mask)
         if self.training and (self.active or not self.switched):
             return self.transform(x, mask)
         return x
+
+    def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
+        """Raise a ValueError unless ``x`` is a floating-point ``(N, C, ...)`` feature tensor with
+        the layer's C (no data read)."""
+        _check_features(x, self.num_channels, type(self).__name__)
 
     def _fires(self) -> bool:
         return self.p >= 1 or float(torch.rand(())) < self.p

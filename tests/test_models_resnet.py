@@ -454,6 +454,35 @@ def test_add_cnsn_bad_inputs():
         add_cnsn(model, "sn")
 
 
+@pytest.mark.parametrize("pos", ["post", "residual"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_add_cnsn_model_pickles_and_deep_copies(arch, pos, tmp_path, monkeypatch):
+    """torch.save(model) / torch.load give the same model, also where the post-addition block
+    class has not been made yet (a fresh process); copy.deepcopy keeps the block classes."""
+    from sncn.models import add_cnsn as exported
+    from sncn.models import resnet
+
+    assert exported is add_cnsn
+    torch.manual_seed(0)
+    model = exported(getattr(torchvision.models, arch)(num_classes=3), "cnsn", pos=pos).eval()
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    monkeypatch.setattr(resnet, "_POST_CLASSES", {})  # as in a new interpreter
+    loaded = torch.load(path, weights_only=False).eval()
+    block = loaded.layer1[0]
+    assert type(block).__name__ == type(model.layer1[0]).__name__
+    assert isinstance(block, type(model.layer1[0]).__mro__[1 if pos == "post" else 0])
+    copied = copy.deepcopy(loaded)
+    assert type(copied.layer1[0]) is type(block)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(copied(x), model(x), rtol=0, atol=0)
+    with crossnorm_step(loaded.train(), 1.0, 2):  # its units are still switchable
+        assert len(style_layers(loaded)) == (8 if arch == "resnet18" else 16)
+        loaded(images(4)).sum().backward()
+
+
 def test_add_cnsn_timm_resnet18_basic_blocks():
     timm = pytest.importorskip("timm")
     small = timm.create_model("resnet18", num_classes=3)  # basic blocks: the hook on act2

@@ -324,3 +324,16 @@ def test_peers_table_has_a_placement_column():
     assert list(rows[0])[:2] == ["arm", "placement"]
     other = ablations.study_rows([(a, metrics) for a in ablations.WRN_STUDIES["table5_order"]])
     assert "placement" not in other[0]
+
+
+@pytest.mark.parametrize("peer", [MixStyle, PermutedAdaIN, DSU])
+def test_peers_check_their_input_when_off_too(peer):
+    layer = peer(4)
+    good = torch.randn(2, 4, 5, 5)
+    for training in (False, True):  # eval, and training while switched off
+        layer.train(training)
+        assert torch.equal(layer(good), good)
+        with pytest.raises(ValueError, match="4 channels"):
+            layer(torch.randn(2, 3, 5, 5))
+        with pytest.raises(ValueError, match="floating-point"):
+            layer(torch.zeros(2, 4, 5, 5, dtype=torch.long))

@@ -2,6 +2,9 @@
 
 One name per architecture; variants (where SelfNorm/CrossNorm units sit, their settings, widths)
 are keyword arguments, never new names. Families register themselves on import of their module.
+
+:func:`~sncn.models.resnet.add_cnsn` (SN/CN units into an existing torchvision or timm ResNet)
+is importable from here too: ``from sncn.models import add_cnsn``.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import nn
+
+__all__ = ["add_cnsn", "create_model", "list_models", "register_model"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -50,3 +55,12 @@ def _import_families() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+
+
+def __getattr__(name: str):
+    """``add_cnsn``, imported from :mod:`sncn.models.resnet` on first use (PEP 562)."""
+    if name == "add_cnsn":
+        from sncn.models.resnet import add_cnsn
+
+        return add_cnsn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -514,11 +514,37 @@ def _post_addition_forward(self, x: Tensor) -> Tensor:
 _POST_CLASSES: dict[type, type] = {}
 
 
+def _new_post_block(base: type) -> nn.Module:
+    """An uninitialised instance of ``_with_post_unit(base)`` (pickle fills in its state)."""
+    cls = _with_post_unit(base)
+    return cls.__new__(cls)
+
+
+def _reduce_post_block(self: nn.Module, protocol: int) -> tuple:
+    """Pickle a post-addition block by its torchvision base class and its state.
+
+    The subclass is made at run time, so pickle cannot find it by name; unpickling rebuilds it
+    from the base class (:func:`_new_post_block`), also in a fresh process.
+    """
+    return _new_post_block, (type(self).__bases__[0],), self.__getstate__()
+
+
 def _with_post_unit(cls: type) -> type:
-    """A subclass of a torchvision block class whose forward applies ``cnsn`` post-addition."""
+    """A subclass of a torchvision block class whose forward applies ``cnsn`` post-addition.
+
+    One subclass per base class, named like it; instances pickle (``torch.save(model)``) and
+    deep-copy like the base class's.
+    """
     if cls not in _POST_CLASSES:
         _POST_CLASSES[cls] = type(
-            cls.__name__, (cls,), {"forward": _post_addition_forward, "__module__": __name__}
+            cls.__name__,
+            (cls,),
+            {
+                "forward": _post_addition_forward,
+                "__reduce_ex__": _reduce_post_block,
+                "__module__": __name__,
+                "__qualname__": f"_with_post_unit.<{cls.__qualname__}>",
+            },
         )
     return _POST_CLASSES[cls]
 
