@@ -8,12 +8,17 @@ Profiles change numbers, never logic:
 * ``paper``: the paper's settings, on GPUs.
 
 :func:`notebook_parameters` gives the values the pipeline injects into a notebook for a profile
-(papermill parameters, overriding the smoke defaults).
+(papermill parameters, overriding the smoke defaults); :func:`resolve_parameters`, called by each
+notebook right after its parameters cell, applies a profile given as ``-p PROFILE <profile>`` to
+the values not given explicitly and checks every value before any work.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 PROFILES = ("smoke", "quick", "paper")
@@ -225,7 +230,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
                 "cn_post",
             ],
             "EPOCHS": 90,
-            "BATCH_SIZE": 0,  # each method's released script's: 128, the AugMix methods 256
+            "BATCH_SIZE": None,  # each method's released script's: 128, the AugMix methods 256
             "IMAGE_SIZE": 224,
             "WIDTH": 64,
             "TRAIN_PER_CLASS": 0,
@@ -265,8 +270,8 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
                 "sncn_augmix",
             ],  # fmt: skip
             "SEEDS": [0],
-            "EPOCHS": 0,
-            "BATCH_SIZE": 0,
+            "EPOCHS": None,  # the released scripts': 100, or 200 for DenseNet and ResNeXt
+            "BATCH_SIZE": None,  # the released scripts': 128 (64 in two CIFAR-100 runs)
             "TRAIN_SUBSET": 0,
             "TEST_SUBSET": 0,
             "MODEL_KWARGS": {},
@@ -289,7 +294,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "DEVICE": "",
             "SN_EPOCHS": 0,
             "TRAIN_SUBSET": 0,
-            "BATCH_SIZE": 0,
+            "BATCH_SIZE": None,
             "TEST_SUBSET": 0,
         },
     },
@@ -318,8 +323,8 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "BACKBONE_TABLES": ["allconv", "densenet", "wrn", "resnext"],
             "BACKBONE_DATASET": "cifar10",
             "SEEDS": [0],
-            "EPOCHS": 0,
-            "BATCH_SIZE": 0,
+            "EPOCHS": None,  # the released scripts'
+            "BATCH_SIZE": None,
             "TRAIN_SUBSET": 0,
             "TEST_SUBSET": 0,
             "MODEL_KWARGS": {},
@@ -445,6 +450,275 @@ def notebook_parameters(stem: str, profile: str) -> dict[str, Any]:
     check_profile(profile)
     overrides = {} if profile == "smoke" else NOTEBOOKS.get(stem, {}).get(profile, {})
     return {"PROFILE": profile, **copy.deepcopy(overrides)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook parameters: names, types and values checked before any work
+# ---------------------------------------------------------------------------------------------
+
+#: Notebook parameters whose value None means "the paper's" (the released scripts' value, which
+#: the notebook's parameters cell names). Nowhere else is None a value, and 0 never means it.
+PAPER_WHEN_NONE: dict[str, tuple[str, ...]] = {
+    "01_cifar_c": ("EPOCHS", "BATCH_SIZE"),
+    "02_ablations": ("EPOCHS", "BATCH_SIZE"),
+    "07_visualization": ("BATCH_SIZE",),
+    "03_imagenet_c": ("BATCH_SIZE",),
+}
+
+_Rule = tuple[str, Callable[[Any], bool]]
+
+
+def _at_least(low: int) -> _Rule:
+    return f"at least {low}", lambda v: v >= low
+
+
+def _between(low: float, high: float) -> _Rule:
+    return f"between {low} and {high}", lambda v: low <= v <= high
+
+
+def _ints_at_least(low: int, length: int | None = None) -> _Rule:
+    size = f"{length}" if length else "a non-empty list of"
+    return (
+        f"{size} ints of at least {low}",
+        lambda v: (
+            (len(v) == length if length else len(v) > 0)
+            and all(isinstance(x, int) and x >= low for x in v)
+        ),
+    )
+
+
+_NONEMPTY: _Rule = ("a non-empty list", lambda v: len(v) > 0)
+_POSITIVE = (
+    "EPOCHS", "BATCH_SIZE", "EVAL_STEP", "MU", "ITERATIONS", "LR_STEP", "N_CONTENT", "N_STYLE",
+    "CROP_DRAWS", "DEPTH", "WIDTH", "CROP_SIZE", "MAX_VOCAB", "ACTIVE_NUM",
+)  # fmt: skip
+_COUNTS = (  # may be 0: all images/tokens, whole images, any finished run (SN_EPOCHS), seed 0
+    "TRAIN_SUBSET", "TEST_SUBSET", "C_SUBSET", "TRAIN_PER_CLASS", "VAL_PER_CLASS", "TRAIN_IMAGES",
+    "TEST_IMAGES", "MAX_LEN", "EVAL_WINDOW", "SN_EPOCHS", "SEED",
+)  # fmt: skip
+
+#: What each notebook parameter's value must satisfy beyond its declared type, by name (a name
+#: means the same in every notebook). Counts where 0 means "all" (the cells say so) may be 0.
+PARAMETER_RULES: dict[str, _Rule] = {
+    **{name: _at_least(1) for name in _POSITIVE},
+    **{name: _at_least(0) for name in _COUNTS},
+    **{name: _NONEMPTY for name in ("DATASETS", "BACKBONES", "METHODS", "VARIANTS", "STUDIES")},
+    "SN_CORRUPTIONS": _NONEMPTY,
+    "SEEDS": _ints_at_least(0),
+    "LABELS": _ints_at_least(1),
+    "LAYERS": _ints_at_least(1, 4),
+    "IMAGE_SIZE": (
+        "at least 1 (a list: [H, W], each at least 1)",
+        lambda v: v >= 1 if isinstance(v, int) else _ints_at_least(1, 2)[1](v),
+    ),
+    "LR": ("above 0", lambda v: v > 0),
+    "CN_PROB": _between(0, 1),
+    "ADJUST_STRENGTH": _between(0, 1),
+    "EMA_DECAY": ("at least 0 and below 1", lambda v: 0 <= v < 1),
+    "SN_SEVERITY": _between(1, 5),
+    "SAMPLE_C": _between(1, 1000),
+}
+
+#: Rules of one notebook that differ from :data:`PARAMETER_RULES`.
+NOTEBOOK_RULES: dict[tuple[str, str], _Rule] = {}
+
+_CIFAR_DATASETS = ("cifar10", "cifar100")
+#: The names a parameter (a string, or each entry of a list) may take, per notebook: a tuple, or
+#: ``"module:ATTRIBUTE"``, a registry whose entries (a dict's keys) are the names, imported when
+#: checked.
+PARAMETER_CHOICES: dict[str, dict[str, tuple[str, ...] | str]] = {
+    "01_cifar_c": {
+        "DATASETS": _CIFAR_DATASETS,
+        "BACKBONES": "sncn.hparams:CIFAR_BACKBONES",
+        "METHODS": "sncn.hparams:CIFAR_METHODS",
+    },
+    "02_ablations": {
+        "DATASET": _CIFAR_DATASETS,
+        "BACKBONE": "sncn.hparams:CIFAR_BACKBONES",
+        "STUDIES": "sncn.experiments.ablations:WRN_STUDIES",
+        "BACKBONE_TABLES": "sncn.hparams:CIFAR_BACKBONES",
+        "BACKBONE_DATASET": _CIFAR_DATASETS,
+    },
+    "03_imagenet_c": {
+        "METHODS": "sncn.experiments.imagenet_c:METHODS",
+        "EVALUATION": ("auto", "imagenet-c", "generated"),
+    },
+    "04_semisupervised": {"VARIANTS": "sncn.experiments.semisupervised:VARIANTS"},
+    "05_segmentation": {
+        "DATASET": ("proxy", "gta5"),
+        "METHODS": "sncn.experiments.segmentation:METHODS",
+    },
+    "06_sentiment": {"METHODS": "sncn.experiments.sentiment:METHODS"},
+    "07_visualization": {
+        "DATASET": _CIFAR_DATASETS,
+        "CN_METHOD": "sncn.hparams:CIFAR_METHODS",
+        "SN_METHOD": ("sn", "sncn", "sncn_consistency", "sncn_augmix"),  # methods with SN units
+        "SN_CORRUPTIONS": "sncn.corruptions:CORRUPTIONS",
+    },
+}
+
+
+def _choices(stem: str, name: str) -> tuple[str, ...] | None:
+    """The valid names of parameter ``name`` of notebook ``stem`` (None: not a name)."""
+    if name == "PROFILE":
+        return PROFILES
+    where = PARAMETER_CHOICES.get(stem, {}).get(name)
+    if isinstance(where, str):
+        module, attribute = where.split(":")
+        where = tuple(getattr(importlib.import_module(module), attribute))
+    return where
+
+
+def _type_problem(value: Any, kind: Any, nullable: bool) -> str | None:
+    """Why ``value`` is not of the declared type ``kind`` (None when it is)."""
+    if value is None:
+        return None if nullable else "None is not a value here"
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is list:
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = not isinstance(kind, type) or isinstance(value, kind)
+    if ok:
+        return None
+    got = f"got {type(value).__name__} {value!r}"
+    if kind in (list, dict) and isinstance(value, str):
+        got += " (papermill -p passes text; give lists and dicts as YAML: -y 'NAME: [...]')"
+    elif kind is str:
+        got += " (papermill -r NAME VALUE passes a value as text)"
+    return f"must be {getattr(kind, '__name__', kind)}, {got}"
+
+
+def check_parameters(stem: str, values: Mapping[str, Any], types: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming every invalid parameter value of notebook ``stem``.
+
+    Each value must have its declared type (an int is a valid float, a tuple a valid list; None
+    only where :data:`PAPER_WHEN_NONE` allows it), satisfy its rule (:data:`NOTEBOOK_RULES`, else
+    :data:`PARAMETER_RULES`) and, for a name of a registry entry, be one
+    (:data:`PARAMETER_CHOICES`; ``PROFILE`` one of :data:`PROFILES`).
+
+    Args:
+        stem: the notebook's name without ``.ipynb``.
+        values: parameter name -> value.
+        types: parameter name -> declared type (the parameters cell's annotations).
+    """
+    problems = []
+    for name, kind in types.items():
+        value = values[name]
+        nullable = name in PAPER_WHEN_NONE.get(stem, ())
+        problem = _type_problem(value, kind, nullable)
+        if problem is None and value is not None:
+            what, rule = NOTEBOOK_RULES.get((stem, name), PARAMETER_RULES.get(name, ("", None)))
+            try:
+                valid = rule is None or bool(rule(value))
+            except TypeError:
+                valid = False
+            if not valid:
+                problem = f"must be {what}, got {value!r}"
+            elif (choices := _choices(stem, name)) is not None:
+                wrong = [v for v in ([value] if isinstance(value, str) else value)
+                         if v not in choices]  # fmt: skip
+                if wrong:
+                    problem = f"has unknown {wrong}; choose from {', '.join(choices)}"
+        if problem and nullable:
+            problem += "; None gives the paper's value" + (", 0 does not" if value == 0 else "")
+        if problem:
+            problems.append(f"{name} {problem}")
+    if problems:
+        raise ValueError(f"invalid parameters of {stem}:\n  " + "\n  ".join(problems))
+
+
+def _injected_names(history: Sequence[str]) -> list[str]:
+    """The names that papermill's injected cell assigned, from IPython's input history.
+
+    The injected cell is the last input whose first line is ``# Parameters``, if no cell of
+    annotated names (a parameters cell) ran after it.
+    """
+    for source in reversed(history):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        if source.lstrip().startswith("# Parameters\n"):
+            return [
+                target.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            ]
+        if any(isinstance(node, ast.AnnAssign) for node in tree.body):
+            return []
+    return []
+
+
+def resolve_parameters(
+    stem: str,
+    namespace: Mapping[str, Any],
+    given: Iterable[str] | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """A notebook's parameters under its profile, checked before any work.
+
+    Called right after the parameters cell with the notebook's ``globals()``. The parameters are
+    the names that cell declares with a type (``namespace["__annotations__"]``). ``PROFILE``
+    picks the profile: its values (:data:`NOTEBOOKS`; none for ``smoke``, which is the cell
+    itself) replace the cell's, except for the parameters given explicitly, which keep their
+    value. A given name that is not a parameter (a misspelt ``-p EPOCH 3``), an unknown profile
+    or an invalid value (:func:`check_parameters`) raises a ValueError that lists what is valid.
+
+    Args:
+        stem: the notebook's name without ``.ipynb``, its key in :data:`NOTEBOOKS`.
+        namespace: the notebook's globals after the parameters cell (and papermill's injected
+            cell): the annotations and the values.
+        given: the names given explicitly. None: those that papermill's injected cell assigned,
+            read from IPython's input history ``namespace["In"]`` (none without it).
+        report: print the profile and the values given explicitly (the executed notebook then
+            records them).
+
+    Returns:
+        Every parameter's value, for ``globals().update(...)``.
+    """
+    types = dict(namespace.get("__annotations__", {}))
+    if not types:
+        raise ValueError(
+            f"{stem}: no parameters declared; call resolve_parameters right after the "
+            "parameters cell, with globals()."
+        )
+    given = list(_injected_names(namespace.get("In", ())) if given is None else given)
+    valid = ", ".join(types)
+    unknown = [name for name in given if name not in types]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) of {stem}: {', '.join(unknown)}. The parameters are: {valid}."
+        )
+    values = {name: namespace[name] for name in types}
+    profile = check_profile(values["PROFILE"])
+    preset = {k: v for k, v in notebook_parameters(stem, profile).items() if k != "PROFILE"}
+    wrong = [name for name in preset if name not in types]
+    if wrong:
+        raise ValueError(
+            f"sncn.hparams.NOTEBOOKS[{stem!r}][{profile!r}] sets {', '.join(wrong)}, not "
+            f"parameters of {stem}. The parameters are: {valid}."
+        )
+    values.update({name: value for name, value in preset.items() if name not in given})
+    check_parameters(stem, values, types)
+    if report:
+        explicit = [
+            f"{name}={values[name]!r}"
+            for name in given
+            if name not in ("PROFILE", "RESULTS")
+            and (name not in preset or preset[name] != values[name])
+        ]
+        source = "sncn.hparams.NOTEBOOKS" if preset else "the parameters cell"
+        print(
+            f"{stem}: profile {profile}, values from {source}"
+            + (f"; given explicitly: {', '.join(explicit)}" if explicit else "")
+            + "."
+        )
+    return values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sncn.hparams import NOTEBOOKS, PROFILES
+from sncn.hparams import NOTEBOOKS, PAPER_WHEN_NONE, PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -68,3 +68,24 @@ def test_profile_overrides_are_parameters(path):
     for profile, overrides in NOTEBOOKS.get(path.stem, {}).items():
         unknown = set(overrides) - names
         assert not unknown, f"{profile} overrides {unknown}, not in {path.name}'s parameters"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
+def test_parameters_are_resolved_right_after_the_parameters_cell(path):
+    """The second code cell applies the profile and checks every value before any work."""
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    assert code[1].source == (
+        "from sncn.hparams import resolve_parameters\n\n"
+        f'globals().update(resolve_parameters("{path.stem}", globals()))'
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS_ON_DISK, ids=lambda p: p.stem)
+def test_zero_never_means_the_paper_value(path):
+    """A parameter whose paper value is "the released scripts'" takes None for it, and says so."""
+    nb = nbformat.read(path, as_version=4)
+    params = nb.cells[[c.cell_type for c in nb.cells].index("code")].source
+    assert not re.search(r"0 means|0 for the paper|0: (the paper|the released)", params)
+    lines = {line.split(":")[0]: line for line in params.splitlines()}
+    for name in PAPER_WHEN_NONE.get(path.stem, ()):
+        assert "None" in lines[name].split("  # ")[1], lines[name]

@@ -7,13 +7,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from sncn import hparams
 from sncn.hparams import notebook_parameters
 from sncn.pipeline import find_notebooks, main, run_pipeline
 
+REPO = Path(__file__).resolve().parent.parent
 
-def write_notebook(path: Path, body: str) -> None:
+
+def write_notebook(path: Path, body: str, parameters: str = "") -> None:
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('PROFILE: str = "smoke"\nRESULTS: str = "."')
+    params = nbformat.v4.new_code_cell('PROFILE: str = "smoke"\nRESULTS: str = "."' + parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {
@@ -25,7 +28,7 @@ def write_notebook(path: Path, body: str) -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_runs_skips_and_stops_on_failure(tmp_path, capsys):
+def test_pipeline_runs_skips_and_stops_on_failure(tmp_path, capfd):
     notebooks, results = tmp_path / "notebooks", tmp_path / "results"
     notebooks.mkdir()
     write = "from pathlib import Path\nPath(RESULTS, 'out.txt').write_text(PROFILE)"
@@ -36,23 +39,64 @@ def test_pipeline_runs_skips_and_stops_on_failure(tmp_path, capsys):
     assert run_pipeline("smoke", notebooks, results) == 0
     assert (results / "smoke" / "out.txt").read_text() == "smoke"
     assert (results / "smoke" / "notebooks" / "01_first.ipynb").exists()
-    assert "done in" in capsys.readouterr().out
+    printed = capfd.readouterr()
+    assert "done in" in printed.out
+    assert "without encryption" not in printed.err  # the kernel's TCP warning is not shown
 
     assert run_pipeline("smoke", notebooks, results) == 0  # same source and parameters
-    assert "up to date, skipped" in capsys.readouterr().out
+    assert "up to date, skipped" in capfd.readouterr().out
 
-    write_notebook(notebooks / "02_broken.ipynb", "raise ValueError('broken on purpose')")
+    error = "raise ValueError('broken on purpose: what is missing\\nwhat to do about it')"
+    write_notebook(notebooks / "02_broken.ipynb", error)
     assert (
         main(["--profile", "smoke", "--notebooks", str(notebooks), "--results", str(results)]) == 1
     )
-    printed = capsys.readouterr().out
-    assert "02_broken (smoke): FAILED" in printed and "broken on purpose" in printed
+    printed = capfd.readouterr().out
+    assert "02_broken (smoke): FAILED" in printed
+    # the whole message, not only its last line
+    assert "ValueError: broken on purpose: what is missing\n    what to do about it" in printed
     assert (results / "smoke" / "out.txt").read_text() == "smoke"  # earlier results intact
 
 
 def test_pipeline_without_notebooks(tmp_path, capsys):
-    assert run_pipeline("quick", tmp_path, tmp_path / "results") == 0
-    assert "no notebooks" in capsys.readouterr().out
+    assert run_pipeline("quick", tmp_path, tmp_path / "results") == 2
+    assert "no notebooks" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("only", ["1", "99", "first", "01 99"])
+def test_only_names_that_match_nothing_are_an_error(tmp_path, capsys, only):
+    notebooks, results = tmp_path / "notebooks", tmp_path / "results"
+    notebooks.mkdir()
+    for name in ("01_first", "02_second"):
+        write_notebook(notebooks / f"{name}.ipynb", "raise SystemExit('never run')")
+    argv = ["--only", *only.split(), "--results", str(results), "--notebooks", str(notebooks)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"no notebook named {only.split()[-1]!r}" in err
+    assert "the notebooks (and their prefixes) are: 01_first (01), 02_second (02)." in err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    "preset, message",
+    [
+        ({"EPOCH": 3}, "of 01_first: EPOCH. The parameters are: PROFILE, RESULTS, EPOCHS."),
+        ({"EPOCHS": -1}, "EPOCHS must be at least 1, got -1"),
+    ],
+)
+def test_parameters_are_checked_before_anything_runs(
+    tmp_path, capsys, monkeypatch, preset, message
+):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(
+        notebooks / "01_first.ipynb", "raise SystemExit('never run')", "\nEPOCHS: int = 1"
+    )
+    monkeypatch.setitem(hparams.NOTEBOOKS, "01_first", {"quick": preset})
+    assert run_pipeline("quick", notebooks, tmp_path / "results") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
 
 
 def test_profiles_and_parameters():
