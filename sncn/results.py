@@ -5,28 +5,267 @@ Layout under a profile's results folder (``results/<profile>/``)::
     tables/<name>.csv, tables/<name>.md     one table, ours next to the paper's
     figures/<name>.png (+ .pdf)             one figure, named after the paper's figure
     runs/<run>/params.json, metrics.json    one training/evaluation run; ``done`` when finished
+    runs/<run>/.lock                        held by the process working on the run
+    retrain.json                            a retrain request, while ``--retrain`` runs
 
 Notebooks share state only through these files.
+
+A run's metrics record the code version that made them (``code``: :func:`code_version`); a
+finished run made by other code is *stale*: it is read back with a printed note, the tables made
+from it say so (:class:`Rows`, :func:`save_table`), and it is trained again on request
+(:func:`reuse`'s ``retrain``, :func:`retrain_request`, ``python -m sncn.pipeline --retrain``).
+Every file is written under a unique temporary name and renamed into place, and one process at a
+time works on a run folder (:func:`run_lock`), so concurrent processes neither crash nor train a
+run twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: run folders are not locked
+    fcntl = None
+
 Row = Mapping[str, Any]
+
+#: The package whose sources make the code version.
+PACKAGE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------
+# code version, atomic writes, locks
+# ---------------------------------------------------------------------------------------------
+
+
+def source_hash(package: str | os.PathLike = PACKAGE) -> str:
+    """A content hash of a package's sources: the first 12 hex digits of a SHA-256 over its
+    ``.py`` files (their sorted relative paths and bytes).
+
+    For ``sncn`` this covers the whole package, not only what a run imports: an edit anywhere
+    (layers, models, trainers, data, corruptions, metrics, but also tables or the pipeline) changes
+    it. That is conservative and needs no import graph; it works without git and in an installed
+    package.
+
+    Args:
+        package: the package folder (default: ``sncn``).
+    """
+    package = Path(package)
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).as_posix()):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _git_commit(folder: Path) -> str | None:
+    """The git commit checked out at ``folder``, or None (no git, not a checkout)."""
+    if not (folder / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def code_version() -> dict[str, str | None]:
+    """The code this process runs: ``{"sncn": source_hash(), "git": commit or None}``.
+
+    Computed once per process (the sources are hashed when :mod:`sncn.results` is imported), so
+    files edited while a process runs do not change what it records. ``sncn`` decides whether a
+    run is stale (:func:`is_stale`); ``git`` is recorded for the reader (the commit alone misses
+    uncommitted edits).
+    """
+    return {"sncn": _SOURCES, "git": _commit()}
+
+
+_SOURCES = source_hash()
+
+
+@functools.cache
+def _commit() -> str | None:
+    return _git_commit(PACKAGE.parent)
+
+
+def made_by(metrics: Mapping[str, Any]) -> str | None:
+    """The ``sncn`` code version recorded in a run's metrics (None when there is none)."""
+    code = metrics.get("code")
+    return code.get("sncn") if isinstance(code, Mapping) else None
+
+
+def is_stale(metrics: Mapping[str, Any]) -> bool:
+    """Whether a run's metrics were made by other code than this process runs (their ``code``
+    differs from :func:`code_version`, or they record none: made before versions were kept)."""
+    return made_by(metrics) != code_version()["sncn"]
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A unique temporary name beside ``path`` (``.<name>.<pid>.<random>.tmp``) to write to and
+    then ``os.replace`` onto ``path``: processes and threads writing the same file never share
+    it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "x") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+#: The lock file of a folder (:func:`run_lock`).
+LOCK = ".lock"
+
+# (lock file, thread) -> depth of the run_lock blocks this thread has open on it
+_HELD: dict[tuple[str, int], int] = {}
+
+
+class RunLocked(TimeoutError):
+    """A folder stayed locked by another process for longer than the timeout."""
+
+
+def _read_holder(handle) -> str:
+    handle.seek(0)
+    try:
+        info = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        info = {}
+    if not info:
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')} (since {info.get('since')})"
+
+
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds the lock of ``folder`` (pid, host, since when), or None when nobody does."""
+    path = Path(folder) / LOCK
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(handle)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _acquire(path: Path, timeout: float | None, poll: float):
+    """Open ``path`` and take its exclusive lock; wait (printing the holder once) if needed.
+    None when the folder is read-only (nobody can write there: there is nothing to guard)."""
+    start, told = time.monotonic(), False
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a+")
+        except OSError as error:
+            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+                return None
+            raise
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(handle)
+            handle.close()
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                raise RunLocked(
+                    f"{path.parent} is locked by {holder}, which is working on it; gave up after "
+                    f"{timeout:g} s. Wait for it to finish, or end that process."
+                ) from None
+            if not told:
+                print(f"{path.parent.name}: locked by {holder}, which is working on it; waiting "
+                      "for it to finish ...", flush=True)  # fmt: skip
+                told = True
+            time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - waited)))
+            continue
+        try:  # the folder may have been removed (remove_stale) since we opened the file
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}))
+        handle.flush()
+        return handle
+
+
+@contextlib.contextmanager
+def run_lock(
+    folder: str | os.PathLike, *, timeout: float | None = None, poll: float = 1.0
+) -> Iterator[Path]:
+    """Hold the lock of a run folder (any folder) for the block: one process at a time.
+
+    The lock is an exclusive ``flock`` on ``<folder>/.lock``, which records the holder (pid,
+    host, start time). The operating system releases it when the holder exits, however it ends,
+    so a crashed process never leaves a folder locked. A process that finds the folder locked
+    prints the holder once and waits for it to finish (then it usually finds the run done and
+    reads it back); with ``timeout`` it gives up after that many seconds with
+    :class:`RunLocked`, naming the holder. The same thread may nest blocks on one folder (an
+    experiment's run holds its folder while :func:`sncn.train.fit` checkpoints into it). Not
+    locked where ``fcntl`` is missing (not POSIX), nor in a folder this process cannot write
+    (finished runs can still be read there).
+
+    Args:
+        folder: the folder (created if missing).
+        timeout: seconds to wait for another holder (None: as long as it takes; 0: not at all).
+        poll: seconds between attempts while waiting.
+
+    Yields:
+        The folder, as a Path.
+
+    Raises:
+        RunLocked: another process held the lock for longer than ``timeout``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = (os.path.abspath(folder / LOCK), threading.get_ident())
+    if fcntl is None or key in _HELD:
+        _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+        return
+    handle = _acquire(folder / LOCK, timeout, poll)
+    _HELD[key] = 1
+    try:
+        yield folder
+    finally:
+        del _HELD[key]
+        if handle is not None:
+            handle.truncate(0)
+            handle.close()  # releases the lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,9 +279,11 @@ def _json_default(value: Any) -> Any:
 
 
 def run_name(*parts: str, seed: int, config: Any) -> str:
-    """``<part>-...-<digest>-seed<k>``, where the digest covers ``config`` (the resolved setting
-    and the data/budget it trains on), so runs are shared exactly when they would train the same
-    thing and a changed setting never reads back a stale run.
+    """``<part>-...-<digest>-seed<k>``, where the digest covers ``config``: the resolved setting
+    and the data the run trains and is evaluated on (which files, official or generated, and the
+    subsets), so runs are shared exactly when they would compute the same thing and a changed
+    setting or data never reads back another run. The code version is not part of the name: the
+    run's metrics record it (:func:`is_stale`).
 
     Args:
         parts: readable name parts (dataset, model, method, ...).
@@ -67,12 +308,32 @@ def is_done(run: str | os.PathLike) -> bool:
     return (Path(run) / "done").exists()
 
 
-def save_run(run: str | os.PathLike, params: Row, metrics: Row) -> None:
-    """Write ``params.json`` and ``metrics.json``, then the ``done`` marker."""
+def save_run(run: str | os.PathLike, params: Row, metrics: Row) -> dict[str, Any]:
+    """Write ``params.json`` and ``metrics.json``, then the ``done`` marker (holding the run's
+    lock, :func:`run_lock`).
+
+    The metrics get the code version under ``code`` (:func:`code_version`); the marker holds
+    the time the run finished (``{"finished": <seconds since the epoch>}``).
+
+    Returns:
+        The metrics as written (with ``code``): what :func:`load_metrics` reads back later.
+    """
     run = Path(run)
-    _atomic_write(run / "params.json", json.dumps(params, indent=2, sort_keys=True, default=str))
-    _atomic_write(run / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-    _atomic_write(run / "done", "")
+    metrics = {**metrics, "code": code_version()}
+    with run_lock(run):
+        text = json.dumps(params, indent=2, sort_keys=True, default=str)
+        _atomic_write(run / "params.json", text)
+        _atomic_write(run / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        _atomic_write(run / "done", json.dumps({"finished": time.time()}))
+    return metrics
+
+
+def _finished(run: Path) -> float:
+    """When a finished run finished (its marker's time, or the marker's mtime if it has none)."""
+    try:
+        return float(json.loads((run / "done").read_text())["finished"])
+    except (ValueError, KeyError, TypeError):
+        return (run / "done").stat().st_mtime
 
 
 def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
@@ -81,6 +342,152 @@ def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
     if not is_done(run):
         raise FileNotFoundError(f"run {run} has not finished (no 'done' marker); run it first.")
     return json.loads((run / "metrics.json").read_text())
+
+
+#: The retrain request of a results folder (:func:`retrain_request`).
+RETRAIN_REQUEST = "retrain.json"
+RETRAIN_CHOICES = ("stale", "all")
+
+
+@contextlib.contextmanager
+def retrain_request(results: str | os.PathLike, runs: str) -> Iterator[Path]:
+    """Within the block, :func:`reuse` retrains the runs of ``results`` that ``runs`` names.
+
+    The request is the file ``<results>/retrain.json``, so that notebooks executed meanwhile
+    (other processes) see it; it is removed when the block ends. ``"stale"``: finished runs made
+    by other code (:func:`is_stale`); ``"all"``: every run finished (or checkpointed) before the
+    block began, so a run shared by two notebooks is trained once.
+
+    Args:
+        results: the profile's results folder.
+        runs: ``"stale"`` or ``"all"``.
+    """
+    if runs not in RETRAIN_CHOICES:
+        raise ValueError(f"runs must be one of {RETRAIN_CHOICES}, got {runs!r}.")
+    path = Path(results) / RETRAIN_REQUEST
+    _atomic_write(path, json.dumps({"runs": runs, "since": time.time()}))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _requested(run: Path) -> dict[str, Any]:
+    """The retrain request of the results folder of ``run`` (``<results>/runs/<name>``)."""
+    path = run.parent.parent / RETRAIN_REQUEST
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def clear_run(run: str | os.PathLike) -> None:
+    """Delete everything in a run folder but its lock: marker, metrics, params, checkpoint."""
+    for entry in Path(run).iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | None:
+    """The metrics of a finished run to read back, or None when the run is to be trained.
+
+    Call it holding the run's lock (:func:`run_lock`). A finished run is read back, unless
+    ``retrain`` is True or a :func:`retrain_request` of its results folder covers it; a run to
+    retrain is cleared first (:func:`clear_run`, its checkpoint too: training starts over). A
+    stale run (made by other code, :func:`is_stale`) is read back with a printed note. An
+    unfinished run is trained, from its checkpoint if it has one.
+
+    Args:
+        run: the run folder.
+        retrain: train it again even if it finished.
+    """
+    run = Path(run)
+    request = _requested(run)
+    if request.get("runs") == "all" and not retrain:
+        if is_done(run):
+            retrain = _finished(run) < request["since"]
+        elif (run / "checkpoint.pt").exists():  # interrupted: resumed unless from before
+            retrain = (run / "checkpoint.pt").stat().st_mtime < request["since"]
+    if is_done(run) and not retrain:
+        metrics = load_metrics(run)
+        if not is_stale(metrics):
+            return metrics
+        if request.get("runs") != "stale":
+            made = made_by(metrics) or "unrecorded"
+            print(f"{run.name}: STALE, made by other code (sncn {made}; this is "
+                  f"{code_version()['sncn']}); its numbers are reused as they are. Retrain "
+                  "with python -m sncn.pipeline --retrain stale, or retrain=True.",
+                  flush=True)  # fmt: skip
+            return metrics
+        retrain = True
+    if retrain:
+        clear_run(run)
+    return None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One run folder of a results folder (:func:`list_runs`).
+
+    Attributes:
+        name: the folder's name.
+        status: ``"fresh"`` (finished by this code), ``"stale"`` (finished by other code),
+            ``"running"`` (unfinished, locked by a process) or ``"incomplete"`` (unfinished:
+            interrupted, resumed from its checkpoint when it runs again).
+        code: the ``sncn`` code version of a finished run (None when it recorded none).
+        finished: when a finished run finished (local time).
+        holder: who holds the lock of a running run.
+    """
+
+    name: str
+    status: str
+    code: str | None = None
+    finished: str | None = None
+    holder: str | None = None
+
+
+def list_runs(results: str | os.PathLike) -> list[RunStatus]:
+    """The run folders of a results folder, by name, with their status (:class:`RunStatus`)."""
+    out = []
+    for run in sorted(p for p in (Path(results) / "runs").glob("*") if p.is_dir()):
+        if is_done(run):
+            try:
+                metrics = load_metrics(run)
+            except (FileNotFoundError, json.JSONDecodeError):
+                metrics = {}
+            finished = time.strftime("%Y-%m-%d %H:%M", time.localtime(_finished(run)))
+            status = "stale" if is_stale(metrics) else "fresh"
+            out.append(RunStatus(run.name, status, made_by(metrics), finished))
+        else:
+            holder = lock_holder(run)
+            out.append(RunStatus(run.name, "running" if holder else "incomplete", holder=holder))
+    return out
+
+
+def remove_stale(results: str | os.PathLike) -> list[str]:
+    """Delete the stale runs of a results folder (finished by other code, :func:`list_runs`).
+
+    A run that another process holds is left alone.
+
+    Returns:
+        The names of the runs deleted.
+    """
+    removed = []
+    for status in list_runs(results):
+        if status.status != "stale":
+            continue
+        folder = Path(results) / "runs" / status.name
+        try:
+            with run_lock(folder, timeout=0):
+                shutil.rmtree(folder)
+        except RunLocked:
+            continue
+        removed.append(status.name)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +522,34 @@ def markdown_table(rows: Sequence[Row], digits: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Rows(list):
+    """Table rows (dicts) that remember the code versions of the runs they were computed from,
+    so that :func:`save_table` says when some of those runs are stale.
+
+    Args:
+        rows: the rows.
+        runs: the metrics of every run behind the rows (their ``code`` is kept).
+    """
+
+    def __init__(self, rows: Iterable[Row] = (), runs: Iterable[Mapping[str, Any]] = ()) -> None:
+        super().__init__(rows)
+        self.codes = [m.get("code") for m in runs]
+
+
+def stale_note(codes: Sequence[Any]) -> str | None:
+    """A table note when some of the runs of ``codes`` (their metrics' ``code``) are stale, or
+    None when all of them were made by this code (:func:`is_stale`)."""
+    stale = [c for c in codes if is_stale({"code": c})]
+    if not stale:
+        return None
+    made = sorted({made_by({"code": c}) or "unrecorded" for c in stale})
+    return (
+        f"STALE: {len(stale)} of the {len(codes)} runs behind this table were made by other code "
+        f"(sncn {', '.join(made)}; this table by {code_version()['sncn']}); "
+        "retrain them with python -m sncn.pipeline --retrain stale."
+    )
+
+
 def save_table(
     rows: Sequence[Row],
     name: str,
@@ -125,6 +560,10 @@ def save_table(
     digits: int = 1,
 ) -> Path:
     """Write ``tables/<name>.csv`` and ``tables/<name>.md`` (title, table, notes).
+
+    When ``rows`` are :class:`Rows` and some of their runs are stale, a note says so
+    (:func:`stale_note`). The two files are written together under the lock of the tables folder
+    (:func:`run_lock`), so concurrent writers of one table leave a matching pair.
 
     Returns:
         The markdown file's path.
@@ -138,18 +577,126 @@ def save_table(
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(folder / f"{name}.csv", buffer.getvalue())
+    stale = stale_note(rows.codes) if isinstance(rows, Rows) else None
+    notes = [*notes, stale] if stale else list(notes)
     text = (f"# {title}\n\n" if title else "") + markdown_table(rows, digits)
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    _atomic_write(folder / f"{name}.md", text)
+    with run_lock(folder):
+        _atomic_write(folder / f"{name}.csv", buffer.getvalue())
+        _atomic_write(folder / f"{name}.md", text)
     return folder / f"{name}.md"
 
 
-def save_figure(fig, name: str, results: str | os.PathLike, pdf: bool = True) -> Path:
-    """Save a matplotlib figure as ``figures/<name>.png`` (and ``.pdf``)."""
+#: Colours of categories in every figure: seaborn's ``colorblind`` palette (the Okabe-Ito hues,
+#: distinguishable with the common colour-vision deficiencies), in its order, as hex so that
+#: plotting needs only matplotlib.
+PALETTE = (
+    "#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+    "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9",
+)  # fmt: skip
+
+#: The colour map of heatmaps: perceptually uniform and readable with colour-vision deficiency.
+HEATMAP_CMAP = "viridis"
+
+#: ``gid`` of the footer that says where a figure's data come from (:func:`figure_footer`).
+FOOTER_GID = "sncn-footer"
+
+
+def relative_luminance(colour: Any) -> float:
+    """WCAG 2 relative luminance of a matplotlib colour: 0 for black, 1 for white.
+
+    Reference: W3C, Web Content Accessibility Guidelines 2.1, "relative luminance".
+    """
+    from matplotlib.colors import to_rgb
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in to_rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: Any, b: Any) -> float:
+    """WCAG 2 contrast ratio of two colours, from 1 (equal) to 21 (black on white); text needs
+    4.5 or more to be readable.
+
+    Reference: W3C, Web Content Accessibility Guidelines 2.1, success criterion 1.4.3.
+    """
+    high, low = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def text_colour(background: Any) -> str:
+    """``"black"`` or ``"white"``, whichever contrasts more with ``background`` (the ratio is
+    then at least 4.58 on any colour)."""
+    black, white = contrast_ratio(background, "black"), contrast_ratio(background, "white")
+    return "black" if black >= white else "white"
+
+
+def legend_outside(ax, *args: Any, **kwargs: Any):
+    """``ax.legend(...)`` placed to the right of the axes, outside the data area.
+
+    Args:
+        ax: the axes.
+        *args, **kwargs: :meth:`matplotlib.axes.Axes.legend` arguments (handles, labels,
+            fontsize, title, ...); the placement is set here.
+    """
+    kwargs = {"fontsize": 8, "frameon": False, **kwargs}
+    return ax.legend(*args, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     **kwargs)  # fmt: skip
+
+
+def figure_footer(fig, source: str, note: str = ""):
+    """Write under the figure where its data come from, and an optional note or caption.
+
+    The footer is one text artist (``gid`` :data:`FOOTER_GID`) below the figure, so that
+    :func:`save_figure` can add the profile to it.
+
+    Args:
+        fig: the figure.
+        source: the data and whether they are official, generated or a proxy.
+        note: a caption or remark, written before the source.
+
+    Returns:
+        The text artist.
+    """
+    text = "\n".join(t for t in (note, f"Data: {source}" if source else "") if t)
+    return fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=7, wrap=True,
+                    gid=FOOTER_GID)  # fmt: skip
+
+
+def save_figure(
+    fig, name: str, results: str | os.PathLike, pdf: bool = True, profile: str | None = None
+) -> Path:
+    """Save a matplotlib figure as ``figures/<name>.png`` (and ``.pdf``), its profile on it.
+
+    The profile is ``profile`` or, by default, the name of the ``results`` folder when it is one
+    of :data:`sncn.hparams.PROFILES` (``results/<profile>/``). It is appended to the figure's
+    footer (:func:`figure_footer`), or written as one when the figure has none.
+
+    Args:
+        fig: the figure.
+        name: file name without suffix.
+        results: the profile's results folder.
+        pdf: also write a PDF.
+        profile: the profile to write on the figure (default: from ``results``).
+
+    Returns:
+        The PNG's path.
+    """
+    from sncn.hparams import PROFILES
+
     folder = Path(results) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
+    folder_name = Path(results).resolve().name
+    profile = profile or (folder_name if folder_name in PROFILES else None)
+    if profile:
+        footer = [t for t in fig.texts if t.get_gid() == FOOTER_GID]
+        if not footer:
+            figure_footer(fig, "", f"Profile: {profile}")
+        elif "profile: " not in footer[0].get_text().lower():
+            footer[0].set_text(f"{footer[0].get_text()} | profile: {profile}")
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
     if pdf:
         fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")

@@ -16,9 +16,10 @@ def test_run_folder_roundtrip(tmp_path):
     assert not results.is_done(run)
     with pytest.raises(FileNotFoundError, match="has not finished"):
         results.load_metrics(run)
-    results.save_run(run, {"epochs": 2}, {"clean_error": 12.5})
+    written = results.save_run(run, {"epochs": 2}, {"clean_error": 12.5})
     assert results.is_done(run)
-    assert results.load_metrics(run) == {"clean_error": 12.5}
+    assert written == {"clean_error": 12.5, "code": results.code_version()}
+    assert results.load_metrics(run) == written
     assert json.loads((run / "params.json").read_text()) == {"epochs": 2}
 
 

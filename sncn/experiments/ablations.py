@@ -30,7 +30,7 @@ import numpy as np
 
 from sncn.experiments import cifar_c
 from sncn.models.cifar import OWN_SITES
-from sncn.results import mean_std
+from sncn.results import Rows, mean_std
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,9 @@ def run_studies(
     backbone: str | dict[str, str],
     seeds: Sequence[int],
     results_dir: str | os.PathLike,
+    *,
+    first: int = 0,
+    total: int | None = None,
     **budget: Any,
 ) -> dict[str, list[tuple[Arm, list[dict[str, Any]]]]]:
     """Run every arm of every study (shared arms once) for ``seeds``.
@@ -228,21 +231,27 @@ def run_studies(
         backbone: one backbone for all studies, or study name -> backbone.
         seeds: seeds per arm.
         results_dir: the profile's results folder.
+        first, total: the runs here are runs ``first + 1, first + 2, ...`` of ``total`` (default:
+            of these runs alone), for the progress lines.
         **budget: keyword arguments of :func:`sncn.experiments.cifar_c.run` (epochs, subsets, ...).
 
     Returns:
         study name -> ``[(arm, [metrics per seed])]``; each metrics dict is
         :func:`sncn.experiments.cifar_c.run`'s with the run's ``dataset`` added.
     """
-    out = {}
+    total = total or first + len(seeds) * sum(len(arms) for arms in studies.values())
+    out, k = {}, first
     for study, arms in studies.items():
         b = backbone if isinstance(backbone, str) else backbone[study]
-        out[study] = [
-            (arm, [{**cifar_c.run(dataset, b, arm.method, results_dir, seed=s,
-                                  overrides=arm.overrides, **budget), "dataset": dataset}
-                   for s in seeds])
-            for arm in arms
-        ]  # fmt: skip
+        out[study] = []
+        for arm in arms:
+            per_seed = []
+            for s in seeds:
+                k += 1
+                per_seed.append({**cifar_c.run(dataset, b, arm.method, results_dir, seed=s,
+                                               overrides=arm.overrides, position=(k, total),
+                                               **budget), "dataset": dataset})  # fmt: skip
+            out[study].append((arm, per_seed))
     return out
 
 
@@ -269,10 +278,11 @@ def paper_note(results: list[tuple[Arm, list[dict[str, Any]]]]) -> str:
             f"the paper's numbers ({names}): they are not comparable.")  # fmt: skip
 
 
-def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> Rows:
     """One row per arm: our clean error and mCE (mean, spread over seeds) beside the paper's
     (:func:`paper_number`: empty unless the runs are on the paper's dataset), the runs'
-    ``dataset``; a ``placement`` column when an arm has one (the peers study)."""
+    ``dataset``; a ``placement`` column when an arm has one (the peers study). The rows are
+    :class:`sncn.results.Rows` of these runs (the table notes stale ones)."""
     rows = []
     with_placement = any(arm.placement is not None for arm, _ in results)
     for arm, seeds in results:
@@ -288,36 +298,73 @@ def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> list[dict[str
             "paper mCE": paper_number(arm, seeds),
             "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
-    return rows
+    return Rows(rows, runs=[m for _, seeds in results for m in seeds])
+
+
+#: Figure 9's panels: study -> (panel title, x-axis label)
+FIG9_PANELS = {
+    "fig9_positions": ("(a) positions of SN and CN units", "unit and position"),
+    "fig9_crossnorm_variants": ("(b) CrossNorm variants", "CrossNorm instances and crop"),
+}
 
 
 def figure9(results: dict[str, list[tuple[Arm, list[dict[str, Any]]]]], title: str = ""):
-    """Figure 9: mCE of SN/CN positions (left) and CrossNorm variants (right), ours vs paper
-    (the paper's bars only beside runs on its dataset, CIFAR-100, :func:`paper_number`)."""
+    """Figure 9: mCE of SN/CN positions (a) and CrossNorm variants (b), ours beside the paper's.
+
+    Our bars name the corrupted test set of their runs; the paper's bars (its CIFAR-100-C
+    numbers) stand only beside runs on that dataset (:func:`paper_number`), and the footer says
+    when they are left out and which CIFAR-C (official or generated) our runs used. Legends sit
+    to the right of the panels, outside the bars.
+
+    Args:
+        results: study -> ``[(arm, [metrics per seed])]`` with ``fig9_positions`` and/or
+            ``fig9_crossnorm_variants``.
+        title: second title line (e.g. the profile's setting).
+    """
     import matplotlib.pyplot as plt
 
-    studies = [s for s in ("fig9_positions", "fig9_crossnorm_variants") if s in results]
+    from sncn.results import PALETTE, figure_footer, legend_outside
+
+    studies = [s for s in FIG9_PANELS if s in results]
     if not studies:
         raise ValueError("Figure 9 needs the study fig9_positions or fig9_crossnorm_variants.")
-    fig, axes = plt.subplots(1, len(studies), figsize=(6 * len(studies), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(studies), figsize=(7.5 * len(studies), 4.6), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    omitted: set[str] = set()
+    ours_data: set[str] = set()
     for ax, study in zip(axes[0], studies, strict=True):
         arms = results[study]
         labels = [a.label for a, _ in arms]
         ours = [float(np.mean([m["mce"] for m in s])) for _, s in arms]
         paper = [paper_number(a, s) for a, s in arms]
+        datasets = sorted({str(d) for _, s in arms for d in _datasets(s)})
+        ours_name = " and ".join(C_NAMES.get(d, d) for d in datasets)
+        ours_data.add(ours_name)
         pos = np.arange(len(arms))
-        ax.bar(pos - 0.2, ours, 0.4, label="ours")
-        if any(v is not None for v in paper):
-            paper_data = " and ".join(sorted({C_NAMES[a.paper_dataset] for a, _ in arms}))
-            ax.bar(pos + 0.2, [np.nan if v is None else v for v in paper], 0.4,
-                   label=f"paper ({paper_data})")  # fmt: skip
+        shown = any(v is not None for v in paper)
+        width = 0.4 if shown else 0.6
+        ax.bar(pos - 0.2 if shown else pos, ours, width, color=PALETTE[0],
+               label=f"ours ({ours_name})")  # fmt: skip
+        theirs = sorted({C_NAMES[a.paper_dataset] for a, _ in arms if a.paper is not None})
+        if shown:
+            ax.bar(pos + 0.2, [np.nan if v is None else v for v in paper], width,
+                   color=PALETTE[1], label=f"paper ({' and '.join(theirs)})")  # fmt: skip
+        else:
+            omitted.update(theirs)
+        panel, xlabel = FIG9_PANELS[study]
         ax.set_xticks(pos, labels, rotation=45, ha="right", fontsize=8)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("mCE (%)")
-        ax.set_title(study.replace("_", " "))
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(panel, fontsize=10)
+        legend_outside(ax)
+    heading = "Figure 9: mean corruption error of SN/CN positions and CrossNorm variants"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    seeds = [m for study in studies for _, s in results[study] for m in s]
+    note = ""
+    if omitted:
+        note = (f"The paper's bars ({' and '.join(sorted(omitted))}) are left out: our runs are "
+                f"on {' and '.join(sorted(ours_data))}, another test set.")  # fmt: skip
+    figure_footer(fig, f"ours on {cifar_c.c_source(seeds)}; paper: its Figure 9", note)
     return fig
 
 
@@ -352,11 +399,15 @@ def run_all(
     unknown = set(studies) - set(WRN_STUDIES)
     if unknown:
         raise ValueError(f"unknown studies {sorted(unknown)}; choose from {sorted(WRN_STUDIES)}.")
-    out = run_studies({s: WRN_STUDIES[s] for s in studies}, dataset, backbone, seeds,
-                      results_dir, **budget)  # fmt: skip
+    wrn = {s: WRN_STUDIES[s] for s in studies}
     per_backbone = backbone_studies(backbone_tables, backbone_dataset)
+    total = len(seeds) * sum(len(arms) for arms in [*wrn.values(), *per_backbone.values()])
+    out = run_studies(wrn, dataset, backbone, seeds, results_dir, total=total, **budget)
+    done = len(seeds) * sum(len(arms) for arms in wrn.values())
     budget = {**budget, "model_kwargs": {}}
     for name, arms in per_backbone.items():
         b = name.split("_", 1)[1]
-        out.update(run_studies({name: arms}, backbone_dataset, b, seeds, results_dir, **budget))
+        out.update(run_studies({name: arms}, backbone_dataset, b, seeds, results_dir,
+                               first=done, total=total, **budget))  # fmt: skip
+        done += len(seeds) * len(arms)
     return out

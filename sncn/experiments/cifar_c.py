@@ -8,6 +8,7 @@ error and the error on each of the 15 corruptions x 5 severities, and write a ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ import torch
 
 from sncn import results
 from sncn.corruptions import CORRUPTIONS, SEVERITIES, make_c
-from sncn.data import data_root
+from sncn.data import cache_root, data_root
 from sncn.data.augmix import AugMixViews, augmix_loader
 from sncn.data.vision import (
     CIFAR_MEAN,
@@ -30,6 +31,7 @@ from sncn.data.vision import (
     load_cifar,
     load_cifar_c,
     normalize,
+    official_cifar_c,
     random_crop_flip,
 )
 from sncn.hparams import cifar_setting
@@ -71,24 +73,51 @@ def corrupted_test_set(
 ) -> tuple[Path, str]:
     """The CIFAR-C folder to evaluate on: the real one if present, else one generated here.
 
-    The real ``<root>/CIFAR-10-C`` (or ``CIFAR-100-C``) is used when it holds all 15 files. Else
-    :func:`sncn.corruptions.make_c` writes the corruptions of the first ``n_test`` test images
-    (class-balanced) into ``<root>/generated/<name>-n<n_test>-seed<seed>`` once, and later calls
-    reuse it.
+    The real ``<root>/CIFAR-10-C`` (or ``CIFAR-100-C``) is used when it is there; every file is
+    checked first (:func:`sncn.data.vision.official_cifar_c`), so a truncated or missing one
+    stops the run before training, with the command that downloads it again. Else
+    :func:`sncn.corruptions.make_c` writes the corruptions of ``n_test`` test images
+    (class-balanced, :func:`subset`) into ``<cache>/<name>-n<n_test>-seed<seed>`` in the cache
+    folder (:func:`sncn.data.cache_root`) once, and later calls reuse it.
 
     Returns:
         ``(folder, source)`` with source ``"official"`` or ``"generated"``.
     """
-    root = data_root(root)
-    official = root / _C_FOLDER[dataset]
-    if (official / "labels.npy").is_file() and all(
-        (official / f"{c}.npy").is_file() for c in CORRUPTIONS
-    ):
+    official = official_cifar_c(dataset, root)
+    if official is not None:
         return official, "official"
     images, labels = subset(*load_cifar(dataset, "test", root), n_test, seed)
-    folder = root / "generated" / f"{_C_FOLDER[dataset]}-n{len(labels)}-seed{seed}"
+    folder = cache_root(root) / f"{_C_FOLDER[dataset]}-n{len(labels)}-seed{seed}"
     make_c(images, labels, folder, table="cifar", seed=seed, progress=False)
     return folder, "generated"
+
+
+def corrupted_test_data(
+    dataset: str, n_test: int | None, root: str | os.PathLike | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Which CIFAR-C :func:`corrupted_test_set` evaluates on, for a run's identity (its name),
+    found without making anything.
+
+    Args:
+        dataset: ``cifar10`` or ``cifar100``.
+        n_test: test images per corruption and severity (None: all).
+        root: data root (default :func:`sncn.data.data_root`).
+        seed: the seed of the generated set.
+
+    Returns:
+        ``{"cifar_c": "official", "files": digest}`` when the official files are there (the digest
+        covers the 16 files' names and sizes and the bytes of ``labels.npy``), else
+        ``{"cifar_c": "generated", "images": n_test or 0, "seed": seed}`` (the generator itself
+        is part of the run's code version).
+    """
+    official = data_root(root) / _C_FOLDER[dataset]
+    files = [official / f"{name}.npy" for name in ("labels", *CORRUPTIONS)]
+    if not all(f.is_file() for f in files):
+        return {"cifar_c": "generated", "images": n_test or 0, "seed": seed}
+    digest = hashlib.sha1(files[0].read_bytes())
+    for f in files:
+        digest.update(f"{f.name}:{f.stat().st_size};".encode())
+    return {"cifar_c": "official", "files": digest.hexdigest()[:12]}
 
 
 @torch.no_grad()
@@ -174,11 +203,20 @@ def robustness_metrics(
 
 
 def run_name(
-    dataset: str, backbone: str, method: str, seed: int, setting: dict, budget: dict
+    dataset: str,
+    backbone: str,
+    method: str,
+    seed: int,
+    setting: dict,
+    budget: dict,
+    data: dict | None = None,
 ) -> str:
     """``<dataset>-<backbone>-<method>-<digest>-seed<k>`` (:func:`sncn.results.run_name`; the
-    digest covers the resolved setting and the budget)."""
+    digest covers the resolved setting, the budget and ``data``, the CIFAR-C evaluated on,
+    :func:`corrupted_test_data`)."""
     config = {"setting": setting, "budget": budget}
+    if data is not None:
+        config["data"] = data
     return results.run_name(dataset, backbone, method, seed=seed, config=config)
 
 
@@ -231,17 +269,25 @@ def run(
     results_dir: str | os.PathLike,
     *,
     seed: int = 0,
-    epochs: int = 0,
+    epochs: int | None = None,
     train_subset: int = 0,
     test_subset: int = 0,
-    batch_size: int = 0,
+    batch_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
     root: str | os.PathLike | None = None,
     progress: bool = True,
+    retrain: bool = False,
+    position: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; return its metrics (read back if the run already finished).
+
+    The run's name covers the setting, the budget and the CIFAR-C (official or generated,
+    :func:`corrupted_test_data`). A finished run is read back (with a note when it is stale: made
+    by other code), unless ``retrain`` or a retrain request says otherwise
+    (:func:`sncn.results.reuse`); one process at a time works on a run
+    (:func:`sncn.results.run_lock`).
 
     Args:
         dataset: ``cifar10`` or ``cifar100``.
@@ -249,7 +295,7 @@ def run(
         method: a key of :data:`sncn.hparams.CIFAR_METHODS`.
         results_dir: the profile's results folder; the run goes to ``runs/<name>``.
         seed: the run's seed.
-        epochs, batch_size: override the paper's (0 keeps them).
+        epochs, batch_size: override the paper's (None keeps them; 0 too, for old callers).
         train_subset: train on a class-balanced subset of this many images (0: all 50,000).
         test_subset: evaluate on this many test images per corruption and severity (0: all).
         model_kwargs: extra ``create_model`` kwargs (e.g. a narrower network for smoke tests).
@@ -259,67 +305,74 @@ def run(
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
+        retrain: train again even if the run finished.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
 
     Returns:
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
-        "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``.
+        "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``,
+        ``code`` (the code version, :func:`sncn.results.code_version`).
     """
     setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
     setting["epochs"] = epochs or setting["epochs"]
     setting["batch_size"] = batch_size or setting["batch_size"]
     budget = {"train_subset": train_subset, "test_subset": test_subset,
               "model_kwargs": model_kwargs or {}}  # fmt: skip
+    data = corrupted_test_data(dataset, test_subset or None, root)
     folder = results.run_dir(
-        results_dir, run_name(dataset, backbone, method, seed, setting, budget)
+        results_dir, run_name(dataset, backbone, method, seed, setting, budget, data)
     )
-    if results.is_done(folder):
-        return results.load_metrics(folder)
-    dev = resolve_device(device)
-    train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
-    test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
-    c_folder, source = corrupted_test_set(dataset, test_subset or None, root)
+    with results.run_lock(folder):  # one process at a time trains (or reads) the run
+        reused = results.reuse(folder, retrain)
+        if reused is not None:
+            return reused
+        dev = resolve_device(device)
+        train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
+        test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
+        c_folder, source = corrupted_test_set(dataset, test_subset or None, root)
+        if source != data["cifar_c"]:
+            raise RuntimeError(f"{dataset}: CIFAR-C changed while the run was set up; run again.")
 
-    torch.manual_seed(seed)
-    model = create_model(
-        backbone, num_classes=NUM_CLASSES[dataset], **setting["model"], **(model_kwargs or {})
-    )
-    bs = setting["batch_size"]
-    steps_per_epoch = len(train_y) // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch size {bs} exceeds the {len(train_y)} training images.")
-    trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev)
+        torch.manual_seed(seed)
+        model = create_model(
+            backbone, num_classes=NUM_CLASSES[dataset], **setting["model"], **(model_kwargs or {})
+        )
+        bs = setting["batch_size"]
+        steps_per_epoch = len(train_y) // bs
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch size {bs} exceeds the {len(train_y)} training images.")
+        trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev)
 
-    if setting["trainer"] == "augmix":
-        views = AugMixViews(train_x, train_y, implementation=setting["augmix_implementation"])
+        if setting["trainer"] == "augmix":
+            views = AugMixViews(train_x, train_y, implementation=setting["augmix_implementation"])
 
-        def batches(epoch: int, generator: torch.Generator) -> Iterable:
-            return augmix_loader(views, bs, generator)
-    else:
+            def batches(epoch: int, generator: torch.Generator) -> Iterable:
+                return augmix_loader(views, bs, generator)
+        else:
 
-        def batches(epoch: int, generator: torch.Generator) -> Iterable:
-            def augment(x: torch.Tensor) -> torch.Tensor:
-                return normalize(random_crop_flip(x, generator))
+            def batches(epoch: int, generator: torch.Generator) -> Iterable:
+                def augment(x: torch.Tensor) -> torch.Tensor:
+                    return normalize(random_crop_flip(x, generator))
 
-            return ArrayLoader(train_x, train_y, bs, shuffle=True, generator=generator,
-                               drop_last=True, device=dev, transform=augment)  # fmt: skip
+                return ArrayLoader(train_x, train_y, bs, shuffle=True, generator=generator,
+                                   drop_last=True, device=dev, transform=augment)  # fmt: skip
 
-    start = time.perf_counter()
-    history = fit(
-        trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
-        description=folder.name,
-    )  # fmt: skip
-    train_seconds = time.perf_counter() - start
-    metrics = {
-        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
-        "history": history,
-        "train_seconds": train_seconds,
-        "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
-    }
-    params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
-              "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
-              **setting, "model_kwargs": model_kwargs or {}}  # fmt: skip
-    results.save_run(folder, params, metrics)
-    return metrics
+        start = time.perf_counter()
+        history = fit(
+            trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
+            description=folder.name, position=position,
+        )  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        metrics = {
+            **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
+            "history": history,
+            "train_seconds": train_seconds,
+            "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
+        }
+        params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
+                  "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
+                  **setting, "model_kwargs": model_kwargs or {}, "data": data}  # fmt: skip
+        return results.save_run(folder, params, metrics)
 
 
 def run_grid(
@@ -335,12 +388,13 @@ def run_grid(
     Returns:
         ``(dataset, backbone, method, [metrics per seed])`` per cell, for :func:`table_rows`.
     """
+    cells = [(d, b, m) for d in datasets for b in backbones for m in methods]
+    n = len(cells) * len(seeds)
     return [
-        (d, b, m, [run(d, b, m, results_dir, seed=s, **budget) for s in seeds])
-        for d in datasets
-        for b in backbones
-        for m in methods
-    ]
+        (d, b, m, [run(d, b, m, results_dir, seed=s, position=(i * len(seeds) + j + 1, n),
+                       **budget) for j, s in enumerate(seeds)])
+        for i, (d, b, m) in enumerate(cells)
+    ]  # fmt: skip
 
 
 def paper_number(dataset: str, backbone: str, method: str) -> float | None:
@@ -352,11 +406,14 @@ def paper_number(dataset: str, backbone: str, method: str) -> float | None:
     return results.paper_value(results.TABLE14, results.TABLE14_METHODS, dataset, backbone, column)
 
 
-def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -> list[dict]:
+def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -> results.Rows:
     """Rows of Table 1 (and 14/15): ours (mean over seeds, and spread) next to the paper.
 
     Args:
         runs: ``(dataset, backbone, method, [metrics of each seed])``.
+
+    Returns:
+        The rows, as :class:`sncn.results.Rows` of these runs (the table notes stale ones).
     """
     rows = []
     for dataset, backbone, method, seeds in runs:
@@ -374,26 +431,48 @@ def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -
             "paper column": f"Table {table if table == '1' else '14/15'}: {column}",
             "CIFAR-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
-    return rows
+    return results.Rows(rows, runs=[m for *_, seeds in runs for m in seeds])
+
+
+def c_source(metrics: Iterable[dict[str, Any]]) -> str:
+    """Where the CIFAR-C of these runs (their ``cifar_c``) came from, in words for a figure."""
+    words = {
+        "official": "the official CIFAR-C files (Hendrycks and Dietterich)",
+        "generated": "CIFAR-C generated here (sncn.corruptions on the test images)",
+    }
+    return " and ".join(words.get(k, k) for k in sorted({m["cifar_c"] for m in metrics}))
 
 
 def heatmap_figure(metrics: dict[str, dict[str, Any]], title: str = ""):
-    """Corruption x severity error heatmaps, one panel per method (``{method: metrics}``)."""
+    """Corruption x severity error heatmaps, one panel per method (``{method: metrics}``).
+
+    Each cell prints its error in black or white, whichever is more readable on its colour
+    (:func:`sncn.results.text_colour`); the footer says which CIFAR-C the errors are on.
+
+    Args:
+        metrics: ``{method: metrics of one run}`` (``errors``, ``mce``, ``cifar_c``).
+        title: second title line (e.g. the dataset and backbone).
+    """
     import matplotlib.pyplot as plt
 
     methods = list(metrics)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1.2, 5.6),
+                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
     vmax = max(max(max(v) for v in m["errors"].values()) for m in metrics.values())
     for ax, method in zip(axes[0], methods, strict=True):
         grid = np.array([metrics[method]["errors"][c] for c in CORRUPTIONS])  # (15, 5)
-        image = ax.imshow(grid, vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
+        image = ax.imshow(grid, vmin=0, vmax=vmax, cmap=results.HEATMAP_CMAP, aspect="auto")
         ax.set_title(f"{method}\nmCE {metrics[method]['mce']:.1f}%", fontsize=9)
         ax.set_xticks(range(5), [str(s) for s in SEVERITIES])
-        ax.set_xlabel("severity")
-        ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS if ax is axes[0][0] else [""] * 15)
+        ax.set_xlabel("severity (1-5)")
+        ax.set_yticks(range(len(CORRUPTIONS)), CORRUPTIONS)
         for (i, j), value in np.ndenumerate(grid):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color="w")
+            cell = image.cmap(image.norm(value))
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                    color=results.text_colour(cell))  # fmt: skip
+    axes[0][0].set_ylabel("corruption")  # shared by every panel
     fig.colorbar(image, ax=axes[0].tolist(), label="error (%)", shrink=0.8)
-    if title:
-        fig.suptitle(title)
+    heading = "Table 1 cells by corruption and severity: test error (%)"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    results.figure_footer(fig, c_source(metrics.values()))
     return fig

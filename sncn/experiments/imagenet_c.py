@@ -59,6 +59,7 @@ ImageNet-C generation and folder reading run end to end on the 1,000-image Image
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -69,6 +70,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor, nn
@@ -79,7 +81,7 @@ from tqdm.auto import tqdm
 
 from sncn import results
 from sncn.corruptions import CORRUPTIONS, SEVERITIES, corrupt, make_c
-from sncn.data import data_root
+from sncn.data import cache_root, data_root, writable_folder
 from sncn.data.augmix import ImageAugMixViews
 from sncn.data.vision import (
     CIFAR10_CLASSES,
@@ -284,7 +286,7 @@ def resolve_setting(method: str, overrides: Mapping[str, Any] | None = None) -> 
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(SETTING)}.")
     setting = {**SETTING, **{k: v for k, v in spec.items() if k in SETTING}, **(overrides or {})}
-    if setting["batch_size"] in ("released", 0):
+    if setting["batch_size"] in ("released", 0, None):
         setting["batch_size"] = released_batch_size(method)
     elif isinstance(setting["batch_size"], str) or setting["batch_size"] < 0:
         raise ValueError(f"batch_size must be 'released', 0 or a positive int, got "
@@ -346,7 +348,8 @@ def build_cifar_folder(
 ) -> Path:
     """An ImageNet-format folder from the CIFAR-10 mirror (built once, then reused).
 
-    ``<root>/generated/imagenet-format-cifar10-<side>px-<train>-<val>/{train,val}/<class>/*.png``:
+    ``<cache>/imagenet-format-cifar10-<side>px-<train>-<val>/{train,val}/<class>/*.png`` in the
+    cache folder (:func:`sncn.data.cache_root`):
     the first ``train_per_class`` training and ``val_per_class`` test images of each class,
     upsampled (bicubic) to ``side = resize_size(image_size)`` px, so that the test transform
     (resize to ``side``, centre crop ``image_size``) crops as ImageNet's does.
@@ -363,13 +366,10 @@ def build_cifar_folder(
     side = resize_size(image_size)
     if not (0 < train_per_class <= 5000 and 0 < val_per_class <= 1000):
         raise ValueError("need 0 < train_per_class <= 5000 and 0 < val_per_class <= 1000.")
-    out = (
-        data_root(root)
-        / "generated"
-        / (f"imagenet-format-cifar10-{side}px-{train_per_class}-{val_per_class}")
-    )
+    out = cache_root(root) / f"imagenet-format-cifar10-{side}px-{train_per_class}-{val_per_class}"
     if (out / ".complete").is_file():
         return out
+    writable_folder(out, "the ImageNet-format folder built from CIFAR-10")
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         images, labels = load_cifar("cifar10", "train" if split == "train" else "test", root=root)
         picked = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
@@ -618,6 +618,33 @@ def _trainer(kind: str, model, optimizer, scheduler, setting, device, generator)
     return Trainer(model, optimizer, scheduler, **common)
 
 
+#: What :func:`run` can evaluate on.
+EVALUATIONS = ("auto", "imagenet-c", "generated", "none")
+
+
+def resolve_evaluation(evaluation: str, data_dir: str | os.PathLike) -> str:
+    """The corrupted data a run evaluates on, decided before it trains (it names the run).
+
+    Args:
+        evaluation: one of :data:`EVALUATIONS`.
+        data_dir: the ImageNet-format folder trained on.
+
+    Returns:
+        ``evaluation``, with ``"auto"`` made ``"imagenet-c"`` when the real folder
+        ``<data root>/ImageNet-C`` is there and ``data_dir/train`` has 1,000 classes, else
+        ``"generated"``.
+    """
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}.")
+    if evaluation != "auto":
+        return evaluation
+    train = Path(data_dir) / "train"
+    classes = sum(p.is_dir() for p in train.iterdir()) if train.is_dir() else 0
+    return (
+        "imagenet-c" if (data_root() / "ImageNet-C").is_dir() and classes == 1000 else "generated"
+    )
+
+
 def run(
     method: str,
     results_dir: str | os.PathLike,
@@ -631,11 +658,19 @@ def run(
     device: str | None = None,
     ghost_batches: int = 1,
     progress: bool = True,
+    retrain: bool = False,
+    position: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on the ImageNet-format folder ``data_dir`` and evaluate it.
 
     Runs in every process of a torchrun launch (call :func:`init_distributed` first, or use
-    :func:`main`); a single process otherwise. Finished runs are read back.
+    :func:`main`); a single process otherwise. The run's name covers the setting, the data
+    folder's name and the evaluation data (``"auto"`` resolved, :func:`resolve_evaluation`). A
+    finished run is read back (with a note when it is stale: made by other code), unless
+    ``retrain`` or a retrain request says otherwise (:func:`sncn.results.reuse`). The main process
+    holds the run's lock (:func:`sncn.results.run_lock`) and decides; the other ranks wait for it
+    at a barrier (which times out after :func:`init_distributed`'s ``timeout_s`` if another
+    process holds the run that long).
 
     Args:
         method: one of :data:`METHODS`.
@@ -654,141 +689,148 @@ def run(
             for BatchNorm, as ``nn.DataParallel`` on as many GPUs does (the released
             ``run-cnsn-consist.sh``: 4, ``run-cnsn-augmix.sh``: 8); see :class:`GhostBatch`.
         progress: progress bars.
+        retrain: train again even if the run finished.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
 
     Returns:
         ``clean_error``, ``errors`` (``{corruption: [E_1..E_5]}``), ``ce``, ``mce``,
-        ``evaluation`` (which data), ``history``, ``train_seconds``, ``images_per_second``.
+        ``evaluation`` (which data), ``history``, ``train_seconds``, ``images_per_second``,
+        ``code`` (:func:`sncn.results.code_version`; on the main process).
     """
     spec = check_method(method)
     setting = resolve_setting(method, overrides)
     model_kwargs = spec["model"]
     data_dir = Path(data_dir)
+    evaluation = resolve_evaluation(evaluation, data_dir)
     config = {"setting": setting, "data": data_dir.name, "evaluation": evaluation,
               "c_subset": c_subset}  # fmt: skip
     parts = ["imagenet", "resnet50", method] + ([variant] if variant else [])
     name = results.run_name(*parts, seed=seed, config=config)
     folder = results.run_dir(results_dir, name)
-    if results.is_done(folder):
-        return results.load_metrics(folder)
     info = init_distributed(device)
-    size = int(setting["image_size"])
-    plain = _folder(data_dir, "train")
-    num_classes = len(plain.classes)
-    if spec["trainer"] == "augmix":
-        train_set = ImageAugMixViews(
-            plain,
-            transforms.Compose(
-                [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
-            ),
-            _preprocess(),
-            implementation=setting["augmix_implementation"],
+    with results.run_lock(folder) if is_main() else contextlib.nullcontext():
+        reused = results.reuse(folder, retrain) if is_main() else None
+        if info.world_size > 1:
+            dist.barrier()  # the main rank holds the lock and has decided (and cleared)
+            if not is_main() and results.is_done(folder):
+                reused = results.load_metrics(folder)
+        if reused is not None:
+            return reused
+        size = int(setting["image_size"])
+        plain = _folder(data_dir, "train")
+        num_classes = len(plain.classes)
+        if spec["trainer"] == "augmix":
+            train_set = ImageAugMixViews(
+                plain,
+                transforms.Compose(
+                    [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
+                ),
+                _preprocess(),
+                implementation=setting["augmix_implementation"],
+            )
+            collate = _collate_views
+        else:
+            train_set, collate = _folder(data_dir, "train", train_transform(size)), None
+
+        torch.manual_seed(seed)
+        model = build_model(method, num_classes, setting)
+        if setting["channels_last"]:  # before DDP builds its gradient buckets
+            model = model.to(memory_format=torch.channels_last)
+        model = wrap_ddp(model, info, setting["sync_bn"])
+        if ghost_batches > 1:
+            model = GhostBatch(model, ghost_batches)
+        batch = int(setting["batch_size"])
+        steps_per_epoch = len(train_set) // batch
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch size {batch} exceeds the {len(train_set)} training images.")
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            peak_lr(setting),
+            momentum=setting["momentum"],
+            weight_decay=setting["weight_decay"],
         )
-        collate = _collate_views
-    else:
-        train_set, collate = _folder(data_dir, "train", train_transform(size)), None
-
-    torch.manual_seed(seed)
-    model = build_model(method, num_classes, setting)
-    if setting["channels_last"]:  # before DDP builds its gradient buckets
-        model = model.to(memory_format=torch.channels_last)
-    model = wrap_ddp(model, info, setting["sync_bn"])
-    if ghost_batches > 1:
-        model = GhostBatch(model, ghost_batches)
-    batch = int(setting["batch_size"])
-    steps_per_epoch = len(train_set) // batch
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch size {batch} exceeds the {len(train_set)} training images.")
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        peak_lr(setting),
-        momentum=setting["momentum"],
-        weight_decay=setting["weight_decay"],
-    )
-    milestones = lr_milestones(setting["milestones"], int(setting["epochs"]))
-    scheduler = step_schedule(optimizer, steps_per_epoch, milestones)
-    switch = torch.Generator().manual_seed(seed)  # same on every rank: same CN draws
-    trainer = _trainer(spec["trainer"], model, optimizer, scheduler, setting, info.device, switch)
-
-    def batches(epoch: int, generator: torch.Generator) -> Iterable:
-        item_seed = int(torch.randint(2**62, (), generator=generator))  # the same on every rank
-        shares = rank_batches(len(train_set), batch, generator, info.rank, info.world_size)
-        return DataLoader(
-            _SeededItems(train_set, item_seed),
-            batch_sampler=[ix.tolist() for ix in shares],
-            num_workers=setting["workers"],
-            collate_fn=collate,
-            pin_memory=info.device.type == "cuda",
+        milestones = lr_milestones(setting["milestones"], int(setting["epochs"]))
+        scheduler = step_schedule(optimizer, steps_per_epoch, milestones)
+        switch = torch.Generator().manual_seed(seed)  # same on every rank: same CN draws
+        trainer = _trainer(
+            spec["trainer"], model, optimizer, scheduler, setting, info.device, switch
         )
 
-    start = time.perf_counter()
-    history = fit(
-        trainer,
-        batches,
-        int(setting["epochs"]),
-        folder,
-        seed=seed,
-        progress=progress,
-        description=name,
-    )
-    train_seconds = time.perf_counter() - start
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            item_seed = int(torch.randint(2**62, (), generator=generator))  # the same on every rank
+            shares = rank_batches(len(train_set), batch, generator, info.rank, info.world_size)
+            return DataLoader(
+                _SeededItems(train_set, item_seed),
+                batch_sampler=[ix.tolist() for ix in shares],
+                num_workers=setting["workers"],
+                collate_fn=collate,
+                pin_memory=info.device.type == "cuda",
+            )
 
-    eval_batch = int(setting["eval_batch_size"])
-    val = _folder(data_dir, "val", test_transform(size))
-    metrics: dict[str, Any] = {
-        "run": name,
-        "clean_error": _loader_error(trainer, val, eval_batch, setting["workers"]),
-        "history": history,
-        "train_seconds": train_seconds,
-        "images_per_second": setting["epochs"] * steps_per_epoch * batch / train_seconds,
-    }
-    real_c = data_root() / "ImageNet-C"
-    if evaluation == "auto":
-        evaluation = "imagenet-c" if real_c.is_dir() and num_classes == 1000 else "generated"
-    if evaluation == "imagenet-c":
-        errors = evaluate_imagenet_c_folder(
-            trainer, real_c, size, eval_batch, setting["workers"], progress
-        )
-    elif evaluation == "generated":
-        crops, labels = val_crops(data_dir, size, c_subset)
-        c_dir = data_root() / "generated" / f"{data_dir.name}-val-C-{size}px-n{len(labels)}-seed0"
-        errors = evaluate_generated_c(
+        start = time.perf_counter()
+        history = fit(
             trainer,
-            crops,
-            labels,
-            c_dir,
-            size,
-            eval_batch,
-            frost_dir=data_root() / "frost",
+            batches,
+            int(setting["epochs"]),
+            folder,
+            seed=seed,
             progress=progress,
+            description=name,
+            position=position,
         )
-    elif evaluation == "none":
-        errors = None
-    else:
-        raise ValueError(
-            f"evaluation must be 'auto', 'imagenet-c', 'generated' or 'none', got {evaluation!r}."
-        )
-    metrics["evaluation"] = evaluation
-    if errors is not None:
-        metrics.update(errors=errors, ce=imagenet_ce(errors), mce=imagenet_mce(errors))
-    if is_main():
-        params = {
-            "method": method,
-            "seed": seed,
-            "variant": variant,
-            "data_dir": str(data_dir),
-            "num_classes": num_classes,
-            "train_images": len(train_set),
-            "world_size": info.world_size,
-            "ghost_batches": ghost_batches,
-            "device": str(info.device),
-            "torch_threads": torch.get_num_threads(),
-            "model": model_kwargs,
-            "trainer": spec["trainer"],
-            **setting,
-            "milestone_epochs": list(milestones),
+        train_seconds = time.perf_counter() - start
+
+        eval_batch = int(setting["eval_batch_size"])
+        val = _folder(data_dir, "val", test_transform(size))
+        metrics: dict[str, Any] = {
+            "run": name,
+            "clean_error": _loader_error(trainer, val, eval_batch, setting["workers"]),
+            "history": history,
+            "train_seconds": train_seconds,
+            "images_per_second": setting["epochs"] * steps_per_epoch * batch / train_seconds,
         }
-        results.save_run(folder, params, metrics)
-    return metrics
+        real_c = data_root() / "ImageNet-C"
+        if evaluation == "imagenet-c":
+            errors = evaluate_imagenet_c_folder(
+                trainer, real_c, size, eval_batch, setting["workers"], progress
+            )
+        elif evaluation == "generated":
+            crops, labels = val_crops(data_dir, size, c_subset)
+            c_dir = cache_root() / f"{data_dir.name}-val-C-{size}px-n{len(labels)}-seed0"
+            errors = evaluate_generated_c(
+                trainer,
+                crops,
+                labels,
+                c_dir,
+                size,
+                eval_batch,
+                frost_dir=data_root() / "frost",
+                progress=progress,
+            )
+        else:  # "none": the clean error only
+            errors = None
+        metrics["evaluation"] = evaluation
+        if errors is not None:
+            metrics.update(errors=errors, ce=imagenet_ce(errors), mce=imagenet_mce(errors))
+        if is_main():
+            params = {
+                "method": method,
+                "seed": seed,
+                "variant": variant,
+                "data_dir": str(data_dir),
+                "num_classes": num_classes,
+                "train_images": len(train_set),
+                "world_size": info.world_size,
+                "ghost_batches": ghost_batches,
+                "device": str(info.device),
+                "torch_threads": torch.get_num_threads(),
+                "model": model_kwargs,
+                "trainer": spec["trainer"],
+                **setting,
+                "milestone_epochs": list(milestones),
+            }
+            metrics = results.save_run(folder, params, metrics)
+        return metrics
 
 
 def load_trained(results_dir: str | os.PathLike, run: str) -> nn.Module:
@@ -816,15 +858,17 @@ def make_sample_c(
 
     Each image at ``Resize(256) + CenterCrop(224)`` is corrupted with the 224-px table at every
     corruption and severity and saved as JPEG (quality 85, as the ImageNet-C generator) to
-    ``<root>/generated/ImageNet-C-sample-n<n>-seed<seed>/<corruption>/<severity>/<wnid>/``;
+    ``<cache>/ImageNet-C-sample-n<n>-seed<seed>/<corruption>/<severity>/<wnid>/`` in the cache
+    folder (:func:`sncn.data.cache_root`);
     :func:`sncn.data.vision.imagenet_c_folder` reads it like the real one. Built once.
     """
     sample = ImageNetSample(root, transform=test_geometry(224))
     if not 0 < n <= len(sample):
         raise ValueError(f"n must be in 1..{len(sample)}, got {n}.")
-    out = data_root(root) / "generated" / f"ImageNet-C-sample-n{n}-seed{seed}"
+    out = cache_root(root) / f"ImageNet-C-sample-n{n}-seed{seed}"
     if (out / ".complete").is_file():
         return out
+    writable_folder(out, "the generated ImageNet-C of the sample")
     crops = torch.stack([TF.pil_to_tensor(sample[i][0].convert("RGB")) for i in range(n)])
     names = [sample.samples[i][0] for i in range(n)]
     wnids = [p.stem.split("_", 1)[1] for p in names]
@@ -926,8 +970,9 @@ def _short(name: str) -> str:
     }[name]
 
 
-def table2_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Table 2: clean error, CE per corruption and mCE; ours, then the paper's rows."""
+def table2_rows(runs: Mapping[str, Mapping[str, Any]]) -> results.Rows:
+    """Table 2: clean error, CE per corruption and mCE; ours, then the paper's rows
+    (:class:`sncn.results.Rows` of our runs shown: the table notes stale ones)."""
     rows = []
     for method, m in runs.items():
         if "ce" not in m:
@@ -939,13 +984,14 @@ def table2_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         row = {"source": "paper", "method": label, "Clean": values[0]}
         row.update({_short(c): v for c, v in zip(CORRUPTIONS, values[1:16], strict=True)})
         rows.append({**row, "mCE": values[16]})
-    return rows
+    return results.Rows(rows, runs=[m for m in runs.values() if "ce" in m])
 
 
-def ablation_rows(table: str, runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of Table 16, 17, 18 or 19 for the methods run: ours beside the paper's."""
+def ablation_rows(table: str, runs: Mapping[str, Mapping[str, Any]]) -> results.Rows:
+    """Rows of Table 16, 17, 18 or 19 for the methods run: ours beside the paper's
+    (:class:`sncn.results.Rows` of the runs shown)."""
     paper = PAPER_TABLES[table]
-    return [
+    rows = [
         {
             "method": method,
             "clean err": runs[method]["clean_error"],
@@ -956,17 +1002,19 @@ def ablation_rows(table: str, runs: Mapping[str, Mapping[str, Any]]) -> list[dic
         for method in paper
         if method in runs
     ]
+    return results.Rows(rows, runs=[runs[method] for method in paper if method in runs])
 
 
-def error_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Unnormalised errors (%) per corruption (mean over severities) for each run."""
+def error_rows(runs: Mapping[str, Mapping[str, Any]]) -> results.Rows:
+    """Unnormalised errors (%) per corruption (mean over severities) for each run
+    (:class:`sncn.results.Rows` of the runs shown)."""
     rows = []
     for method, m in runs.items():
         if "errors" in m:
             row = {"method": method, "clean": m["clean_error"]}
             row.update({_short(c): float(np.mean(m["errors"][c])) for c in CORRUPTIONS})
             rows.append({**row, "mean": float(np.mean(list(m["errors"].values())))})
-    return rows
+    return results.Rows(rows, runs=[m for m in runs.values() if "errors" in m])
 
 
 def sample_rows(checks: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -993,10 +1041,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="ImageNet-format folder with train/ and val/")
     p.add_argument("--results", required=True, help="results folder (runs/<name> inside)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--evaluation", default="auto", choices=["auto", "imagenet-c", "generated", "none"]
-    )
+    p.add_argument("--evaluation", default="auto", choices=EVALUATIONS)
     p.add_argument("--c-subset", type=int, default=0)
+    p.add_argument("--retrain", action="store_true", help="train again even if the run finished")
     p.add_argument("--variant", default="")
     p.add_argument("--device", default=None, choices=["cuda", "cpu"])
     p.add_argument("--ghost-batches", type=int, default=1)
@@ -1033,6 +1080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             ghost_batches=args.ghost_batches,
             progress=False,
+            retrain=args.retrain,
         )
         if is_main():
             shown = {k: metrics[k] for k in ("clean_error", "mce") if k in metrics}

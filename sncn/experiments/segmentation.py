@@ -204,8 +204,14 @@ def run(
     device: str | None = None,
     progress: bool = True,
     keep_predictions: int = 4,
+    retrain: bool = False,
+    position: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train on the source domain, test on source and target; return the metrics.
+
+    A finished run is read back (with a note when it is stale: made by other code), unless
+    ``retrain`` or a retrain request says otherwise (:func:`sncn.results.reuse`); one process at a
+    time works on a run (:func:`sncn.results.run_lock`).
 
     Args:
         method: a key of :data:`METHODS`.
@@ -216,6 +222,8 @@ def run(
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         progress: progress bars.
         keep_predictions: predicted label maps of the first target images kept for figures.
+        retrain: train again even if the run finished.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
 
     Returns:
         ``source_miou``, ``target_miou`` (%), per-class ``source_iou``/``target_iou``, pixel
@@ -232,56 +240,57 @@ def run(
     if METHODS[method][0] is None or "cn" not in METHODS[method][0]:
         setting["cn_prob"] = 0.0  # no CrossNorm to switch
     folder = results.run_dir(results_dir, run_name(method, setting, data.info, seed))
-    if results.is_done(folder):
-        return results.load_metrics(folder)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    model = build_model(method, setting).to(dev)
-    train_x, train_y = data.train
-    batch = setting["batch_size"]
-    if len(train_x) < batch:
-        raise ValueError(f"batch size {batch} exceeds the {len(train_x)} training images.")
-    steps = setting["epochs"] * (len(train_x) // batch)
-    optimizer = segmentation_sgd(model, setting["lr"], setting["momentum"],
-                                 setting["weight_decay"], setting["head_lr_mult"])  # fmt: skip
-    trainer = SegmentationTrainer(
-        model, optimizer, poly_schedule(optimizer, steps, setting["power"]),
-        cn_prob=setting["cn_prob"], active_num=setting["active_num"],
-        aux_weight=setting["aux_weight"], device=dev,
-    )  # fmt: skip
-    crop = (setting["crop_size"], setting["crop_size"])
+    with results.run_lock(folder):  # one process at a time trains (or reads) the run
+        reused = results.reuse(folder, retrain)
+        if reused is not None:
+            return reused
+        dev = resolve_device(device)
+        torch.manual_seed(seed)
+        model = build_model(method, setting).to(dev)
+        train_x, train_y = data.train
+        batch = setting["batch_size"]
+        if len(train_x) < batch:
+            raise ValueError(f"batch size {batch} exceeds the {len(train_x)} training images.")
+        steps = setting["epochs"] * (len(train_x) // batch)
+        optimizer = segmentation_sgd(model, setting["lr"], setting["momentum"],
+                                     setting["weight_decay"], setting["head_lr_mult"])  # fmt: skip
+        trainer = SegmentationTrainer(
+            model, optimizer, poly_schedule(optimizer, steps, setting["power"]),
+            cn_prob=setting["cn_prob"], active_num=setting["active_num"],
+            aux_weight=setting["aux_weight"], device=dev,
+        )  # fmt: skip
+        crop = (setting["crop_size"], setting["crop_size"])
 
-    def batches(epoch: int, generator: torch.Generator) -> Iterable:
-        return segmentation_batches(train_x, train_y, batch, crop, generator,
-                                    scale=tuple(setting["scale"]),
-                                    rotate=tuple(setting["rotate"]),
-                                    blur_prob=setting["blur_prob"],
-                                    blur_kernel=setting["blur_kernel"])  # fmt: skip
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            return segmentation_batches(train_x, train_y, batch, crop, generator,
+                                        scale=tuple(setting["scale"]),
+                                        rotate=tuple(setting["rotate"]),
+                                        blur_prob=setting["blur_prob"],
+                                        blur_kernel=setting["blur_kernel"])  # fmt: skip
 
-    start = time.perf_counter()
-    history = fit(trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
-                  description=folder.name)  # fmt: skip
-    train_seconds = time.perf_counter() - start
-    metrics: dict[str, Any] = {
-        "run": folder.name,
-        "history": history,
-        "train_seconds": train_seconds,
-        "train_images_per_second": steps * batch / train_seconds,
-    }
-    for domain, (x, y) in (("source", data.source), ("target", data.target)):
-        x = x if isinstance(x, Frames) else normalize_images(x)
-        scores = evaluate_miou(trainer, x, y, NUM_CLASSES, window=setting["eval_window"],
-                               absent=setting["miou_absent"])  # fmt: skip
-        metrics.update({f"{domain}_miou": scores["miou"], f"{domain}_iou": scores["iou"],
-                        f"{domain}_pixel_acc": scores["pixel_acc"]})  # fmt: skip
-    if keep_predictions:
-        x = normalize_images(_first(data.target, keep_predictions)[0])
-        predicted = trainer.predict(x).argmax(1).to(torch.uint8).cpu()
-        torch.save(predicted, folder / "target_predictions.pt")
-    params = {"method": method, "seed": seed, "device": str(dev),
-              "torch_threads": torch.get_num_threads(), **setting, **data.info}  # fmt: skip
-    results.save_run(folder, params, metrics)
-    return metrics
+        start = time.perf_counter()
+        history = fit(trainer, batches, setting["epochs"], folder, seed=seed, progress=progress,
+                      description=folder.name, position=position)  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        metrics: dict[str, Any] = {
+            "run": folder.name,
+            "history": history,
+            "train_seconds": train_seconds,
+            "train_images_per_second": steps * batch / train_seconds,
+        }
+        for domain, (x, y) in (("source", data.source), ("target", data.target)):
+            x = x if isinstance(x, Frames) else normalize_images(x)
+            scores = evaluate_miou(trainer, x, y, NUM_CLASSES, window=setting["eval_window"],
+                                   absent=setting["miou_absent"])  # fmt: skip
+            metrics.update({f"{domain}_miou": scores["miou"], f"{domain}_iou": scores["iou"],
+                            f"{domain}_pixel_acc": scores["pixel_acc"]})  # fmt: skip
+        if keep_predictions:
+            x = normalize_images(_first(data.target, keep_predictions)[0])
+            predicted = trainer.predict(x).argmax(1).to(torch.uint8).cpu()
+            torch.save(predicted, folder / "target_predictions.pt")
+        params = {"method": method, "seed": seed, "device": str(dev),
+                  "torch_threads": torch.get_num_threads(), **setting, **data.info}  # fmt: skip
+        return results.save_run(folder, params, metrics)
 
 
 def run_grid(
@@ -292,7 +301,9 @@ def run_grid(
     **kwargs: Any,
 ) -> list[tuple[str, list[dict[str, Any]]]]:
     """:func:`run` for every method and seed: ``[(method, [metrics per seed])]``."""
-    return [(m, [run(m, results_dir, data, seed=s, **kwargs) for s in seeds]) for m in methods]
+    n = len(methods) * len(seeds)
+    return [(m, [run(m, results_dir, data, seed=s, position=(i * len(seeds) + j + 1, n), **kwargs)
+                 for j, s in enumerate(seeds)]) for i, m in enumerate(methods)]  # fmt: skip
 
 
 def setting_notes(overrides: dict[str, Any] | None = None) -> list[str]:
@@ -338,8 +349,9 @@ def table_rows(
     runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     paper: dict[str, tuple[float | None, float | None]],
     methods: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Rows of Table 3 or 20: ours (mean, std over seeds) next to the paper's ``paper`` numbers.
+) -> results.Rows:
+    """Rows of Table 3 or 20: ours (mean, std over seeds) next to the paper's ``paper`` numbers;
+    :class:`sncn.results.Rows` of the runs shown (the table notes stale ones).
 
     Args:
         runs: from :func:`run_grid`.
@@ -360,11 +372,13 @@ def table_rows(
             "target mIoU": tgt[0], "target std": tgt[1], "paper target": paper_tgt,
             "gap": None if not seeds else src[0] - tgt[0],
         })  # fmt: skip
-    return rows
+    used = [m for method in methods or list(paper) for m in ours.get(method, [])]
+    return results.Rows(rows, runs=used)
 
 
-def per_class_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """Target-domain IoU per class and method (mean over seeds; ``-`` where a class is absent)."""
+def per_class_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> results.Rows:
+    """Target-domain IoU per class and method (mean over seeds; ``-`` where a class is absent),
+    as :class:`sncn.results.Rows` of these runs."""
     rows = []
     for k, name in enumerate(TRAIN_CLASSES):
         row: dict[str, Any] = {"class": name}
@@ -372,7 +386,20 @@ def per_class_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list
             values = [m["target_iou"][k] for m in seeds if m["target_iou"][k] is not None]
             row[LABELS.get(method, method)] = float(np.mean(values)) if values else None
         rows.append(row)
-    return rows
+    return results.Rows(rows, runs=[m for _, seeds in runs for m in seeds])
+
+
+def data_source(data: SegmentationData) -> str:
+    """Where the segmentation data come from, in words for a figure: the generated proxy or
+    GTA5 -> Cityscapes."""
+    if data.info.get("dataset") == "proxy":
+        return (
+            "PROXY: generated two-domain street scenes, not GTA5 or Cityscapes (trained on "
+            "flat-shaded scenes, shown on the same test scenes rendered realistic)"
+        )
+    if data.info.get("dataset") == "gta5":
+        return "official GTA5 (training) and Cityscapes val (shown)"
+    return str(data.info.get("dataset", "unknown data"))
 
 
 def prediction_figure(
@@ -380,30 +407,57 @@ def prediction_figure(
     results_dir: str | os.PathLike,
     data: SegmentationData,
     images: int = 4,
+    title: str = "",
 ):
     """Target images, their labels and each method's predictions (first seed), one row each.
 
-    Predictions are read from the runs' ``target_predictions.pt``.
+    Predictions are read from the runs' ``target_predictions.pt``. Classes are drawn in the
+    Cityscapes colours (:func:`~sncn.data.segmentation.colorize`, ignored pixels black), with a
+    legend naming every class shown; the title and footer say whether the data are the generated
+    proxy (:func:`data_source`).
+
+    Args:
+        runs: ``(method, [metrics per seed])`` as :func:`run_grid` returns them.
+        results_dir: the profile's results folder (where the runs are).
+        data: the data the runs were evaluated on.
+        images: rows (target images) to show.
+        title: second title line.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from sncn.data.segmentation import IGNORE_INDEX
+    from sncn.data.segmentation import PALETTE as CLASS_COLOURS
 
     columns = [m for m, _ in runs]
     x, y = _first(data.target, images)
     n = len(x)
-    fig, axes = plt.subplots(n, 2 + len(columns), figsize=(2.2 * (2 + len(columns)), 1.4 * n),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(n, 2 + len(columns), figsize=(2.2 * (2 + len(columns)), 1.4 * n + 0.8),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    shown = set(np.unique(np.asarray(y[:n])).tolist())
     for j, (_, seeds_metrics) in enumerate(runs):
         path = results.run_dir(results_dir, seeds_metrics[0]["run"]) / "target_predictions.pt"
         predicted = torch.load(path)
         for i in range(min(n, len(predicted))):
             axes[i, 2 + j].imshow(colorize(predicted[i]))
+            shown |= set(np.unique(np.asarray(predicted[i])).tolist())
     for i in range(n):
         image = x[i].float() / (255 if x.dtype == torch.uint8 else 1)
         axes[i, 0].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
         axes[i, 1].imshow(colorize(y[i]))
-    for j, title in enumerate(["target image", "labels", *(LABELS[m] for m in columns)]):
-        axes[0, j].set_title(title, fontsize=8)
+    for j, heading in enumerate(["target image", "labels", *(LABELS[m] for m in columns)]):
+        axes[0, j].set_title(heading, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
+    handles = [Patch(facecolor=CLASS_COLOURS[k] / 255, label=TRAIN_CLASSES[k])
+               for k in sorted(shown) if k < NUM_CLASSES]  # fmt: skip
+    if IGNORE_INDEX in shown:
+        handles.append(Patch(facecolor="black", label="ignored"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, title="class",
+               title_fontsize=8, frameon=False)  # fmt: skip
+    target = data.info.get("target_name", "target domain")
+    proxy = " (generated proxy data)" if data.info.get("dataset") == "proxy" else ""
+    heading = f"Tables 3 and 20: predictions on the target domain{proxy}, first seed per method"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    results.figure_footer(fig, data_source(data), f"Target domain: {target}.")
     return fig

@@ -36,6 +36,7 @@ from sncn import results
 from sncn.data.semisup import SemiSupervisedBatches, split_labelled
 from sncn.data.vision import load_cifar
 from sncn.experiments.cifar_c import (
+    corrupted_test_data,
     corrupted_test_set,
     evaluate_error,
     robustness_metrics,
@@ -111,9 +112,15 @@ def build_model(variant: str, setting: dict[str, Any], **model_kwargs: Any) -> t
     return create_model(setting["arch"], num_classes=10, **{**kwargs, **model_kwargs})
 
 
-def run_name(variant: str, labels: int, seed: int, setting: dict, budget: dict) -> str:
-    """``cifar10-fixmatch-<variant>-<labels>labels-<digest>-seed<k>`` (digest: setting, budget)."""
+def run_name(
+    variant: str, labels: int, seed: int, setting: dict, budget: dict, data: dict | None = None
+) -> str:
+    """``cifar10-fixmatch-<variant>-<labels>labels-<digest>-seed<k>``; the digest covers the
+    setting, the budget and ``data``, the CIFAR-10-C evaluated on
+    (:func:`sncn.experiments.cifar_c.corrupted_test_data`)."""
     config = {"setting": setting, "budget": budget}
+    if data is not None:
+        config["data"] = data
     return results.run_name(
         "cifar10", "fixmatch", variant, f"{labels}labels", seed=seed, config=config
     )
@@ -131,8 +138,15 @@ def run(
     device: str | None = None,
     root: str | os.PathLike | None = None,
     progress: bool = True,
+    retrain: bool = False,
+    position: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train FixMatch ``variant`` with ``labels`` labels; evaluate the EMA model on CIFAR-10(-C).
+
+    The run's name covers the setting, the budget and the CIFAR-10-C (official or generated). A
+    finished run is read back (with a note when it is stale), unless ``retrain`` or a retrain
+    request says otherwise (:func:`sncn.results.reuse`); one process at a time works on a run
+    (:func:`sncn.results.run_lock`).
 
     Args:
         variant: a key of :data:`VARIANTS`.
@@ -147,6 +161,8 @@ def run(
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
+        retrain: train again even if the run finished.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
 
     Returns:
         ``clean_error``, ``mce`` (mean corruption error, %), ``errors`` ({corruption: 5 errors}),
@@ -157,68 +173,74 @@ def run(
     setting = resolve_setting(overrides)
     budget = {"test_subset": test_subset, "model_kwargs": model_kwargs or {}, "labels": labels,
               "variant": variant}  # fmt: skip
-    folder = results.run_dir(results_dir, run_name(variant, labels, seed, setting, budget))
-    if results.is_done(folder):
-        return results.load_metrics(folder)
-    dev = resolve_device(device)
-    train_x, train_y = load_cifar("cifar10", "train", root)
-    labelled, unlabelled = split_labelled(
-        train_y, labels, setting["label_seed"], setting["unlabelled"]
-    )
-    test_x, test_y = subset(*load_cifar("cifar10", "test", root), test_subset or None, 0)
-    c_folder, source = corrupted_test_set("cifar10", test_subset or None, root)
+    data = corrupted_test_data("cifar10", test_subset or None, root)
+    name = run_name(variant, labels, seed, setting, budget, data)
+    folder = results.run_dir(results_dir, name)
+    with results.run_lock(folder):  # one process at a time trains (or reads) the run
+        reused = results.reuse(folder, retrain)
+        if reused is not None:
+            return reused
+        dev = resolve_device(device)
+        train_x, train_y = load_cifar("cifar10", "train", root)
+        labelled, unlabelled = split_labelled(
+            train_y, labels, setting["label_seed"], setting["unlabelled"]
+        )
+        test_x, test_y = subset(*load_cifar("cifar10", "test", root), test_subset or None, 0)
+        c_folder, source = corrupted_test_set("cifar10", test_subset or None, root)
+        if source != data["cifar_c"]:
+            raise RuntimeError("CIFAR-10-C changed while the run was set up; run again.")
 
-    torch.manual_seed(seed)
-    model = build_model(variant, setting, **(model_kwargs or {})).to(dev)
-    steps = setting["epochs"] * setting["eval_step"]
-    optimizer = fixmatch_sgd(
-        model, setting["lr"], setting["momentum"], setting["weight_decay"], setting["nesterov"]
-    )
-    trainer = FixMatchTrainer(
-        model,
-        optimizer,
-        fixmatch_schedule(optimizer, steps, setting["warmup"]),
-        threshold=setting["threshold"],
-        lambda_u=setting["lambda_u"],
-        temperature=setting["T"],
-        ema_decay=setting["ema_decay"],
-        cn_data=cn_data or "all",
-        cn_prob=setting["cn_prob"] if cn_data else 0.0,
-        active_num=setting["active_num"],
-        amp=dev.type == "cuda",
-        channels_last=dev.type == "cuda",
-        device=dev,
-    )
+        torch.manual_seed(seed)
+        model = build_model(variant, setting, **(model_kwargs or {})).to(dev)
+        steps = setting["epochs"] * setting["eval_step"]
+        optimizer = fixmatch_sgd(
+            model, setting["lr"], setting["momentum"], setting["weight_decay"], setting["nesterov"]
+        )
+        trainer = FixMatchTrainer(
+            model,
+            optimizer,
+            fixmatch_schedule(optimizer, steps, setting["warmup"]),
+            threshold=setting["threshold"],
+            lambda_u=setting["lambda_u"],
+            temperature=setting["T"],
+            ema_decay=setting["ema_decay"],
+            cn_data=cn_data or "all",
+            cn_prob=setting["cn_prob"] if cn_data else 0.0,
+            active_num=setting["active_num"],
+            amp=dev.type == "cuda",
+            channels_last=dev.type == "cuda",
+            device=dev,
+        )
 
-    def batches(epoch: int, generator: torch.Generator) -> Iterable:
-        return SemiSupervisedBatches(
-            (train_x[labelled], train_y[labelled]),
-            (train_x[unlabelled], train_y[unlabelled]),
-            setting["batch_size"], setting["mu"], setting["eval_step"], generator, strong, dev,
-            mean=setting["mean"], std=setting["std"],
-        )  # fmt: skip
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            return SemiSupervisedBatches(
+                (train_x[labelled], train_y[labelled]),
+                (train_x[unlabelled], train_y[unlabelled]),
+                setting["batch_size"], setting["mu"], setting["eval_step"], generator, strong, dev,
+                mean=setting["mean"], std=setting["std"],
+            )  # fmt: skip
 
-    norm = {"mean": setting["mean"], "std": setting["std"]}  # the training normalisation
+        norm = {"mean": setting["mean"], "std": setting["std"]}  # the training normalisation
 
-    def evaluate(t: FixMatchTrainer) -> dict[str, float]:
-        return {"test_error": evaluate_error(t, test_x, test_y, **norm)}
+        def evaluate(t: FixMatchTrainer) -> dict[str, float]:
+            return {"test_error": evaluate_error(t, test_x, test_y, **norm)}
 
-    start = time.perf_counter()
-    history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
-                  progress=progress, description=folder.name)  # fmt: skip
-    train_seconds = time.perf_counter() - start
-    metrics = {
-        **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset, **norm),
-        "history": history,
-        "steps": steps,
-        "train_seconds": train_seconds,
-    }
-    params = {"variant": variant, "strong": strong, "cn_data": cn_data, "labels": labels,
-              "seed": seed, "labelled_images": len(labelled), "unlabelled_images": len(unlabelled),
-              "test_images": len(test_y), "device": str(dev), **setting,
-              "model_kwargs": model_kwargs or {}}  # fmt: skip
-    results.save_run(folder, params, metrics)
-    return metrics
+        start = time.perf_counter()
+        history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
+                      progress=progress, description=folder.name, position=position)  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        metrics = {
+            **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset, **norm),
+            "history": history,
+            "steps": steps,
+            "train_seconds": train_seconds,
+        }
+        params = {"variant": variant, "strong": strong, "cn_data": cn_data, "labels": labels,
+                  "seed": seed, "labelled_images": len(labelled),
+                  "unlabelled_images": len(unlabelled), "test_images": len(test_y),
+                  "device": str(dev), **setting, "model_kwargs": model_kwargs or {},
+                  "data": data}  # fmt: skip
+        return results.save_run(folder, params, metrics)
 
 
 def run_grid(
@@ -235,8 +257,11 @@ def run_grid(
     """
     for v in variants:
         check_variant(v)
-    return [(v, n, [run(v, n, results_dir, seed=s, **kwargs) for s in seeds])
-            for n in labels for v in variants]  # fmt: skip
+    cells = [(v, n) for n in labels for v in variants]
+    total = len(cells) * len(seeds)
+    return [(v, n, [run(v, n, results_dir, seed=s, position=(i * len(seeds) + j + 1, total),
+                        **kwargs) for j, s in enumerate(seeds)])
+            for i, (v, n) in enumerate(cells)]  # fmt: skip
 
 
 def _mean(runs: Sequence[dict[str, Any]], key: str) -> float:
@@ -247,9 +272,10 @@ def _plain(variant: str) -> str:
     return VARIANTS[variant][0]
 
 
-def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> list[dict]:
+def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> results.Rows:
     """Rows of the Figure 4 table: clean error and mean corruption error (mean over seeds), and
-    the changes against plain FixMatch with the same augmentation and labels (when it ran)."""
+    the changes against plain FixMatch with the same augmentation and labels (when it ran); as
+    :class:`sncn.results.Rows` of these runs (the table notes stale ones)."""
     plain = {(v, n): seeds for v, n, seeds in runs if VARIANTS[v][1] is None}
     rows = []
     for variant, labels, seeds in runs:
@@ -267,7 +293,7 @@ def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> lis
             "steps": seeds[0]["steps"],
             "CIFAR-10-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
-    return rows
+    return results.Rows(rows, runs=[m for *_, seeds in runs for m in seeds])
 
 
 def best_cn(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> dict[tuple, str]:
@@ -283,21 +309,31 @@ def best_cn(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> dict[t
     return {k: v for k, (_, v) in best.items()}
 
 
-def figure(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]):
-    """Figure 4: corruption error against clean error, FixMatch -> + CN, WA left and RA right.
+def figure(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]], title: str = ""):
+    """Figure 4: corruption error against clean error, FixMatch -> + CN, WA (a) and RA (b).
 
-    Filled markers: plain FixMatch and the chosen CN variant (:func:`best_cn`), joined by an
-    arrow per label count; hollow: the other CN variant.
+    Filled markers: plain FixMatch (diamonds) and the chosen CN variant (circles,
+    :func:`best_cn`), joined by an arrow per label count; hollow circles: the other CN variant.
+    One colour per label count (:data:`sncn.results.PALETTE`); legends right of the panels;
+    the footer says which CIFAR-10-C (official or generated) the errors are on.
+
+    Args:
+        runs: ``(variant, labels, [metrics per seed])`` as :func:`run_grid` returns them.
+        title: second title line (e.g. the profile's setting).
     """
     import matplotlib.pyplot as plt
 
+    from sncn.experiments.cifar_c import c_source
+
     points = {(v, n): (_mean(s, "clean_error"), _mean(s, "mce")) for v, n, s in runs}
     chosen = best_cn(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, strong in zip(axes, ("wa", "ra"), strict=True):
+    colours = {n: results.PALETTE[i % len(results.PALETTE)]
+               for i, n in enumerate(sorted({n for _, n, _ in runs}))}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for ax, strong, panel in zip(axes, ("wa", "ra"), "ab", strict=True):
         label_counts = sorted({n for v, n, _ in runs if VARIANTS[v][0] == strong})
-        for i, n in enumerate(label_counts):
-            colour = f"C{i}"
+        for n in label_counts:
+            colour = colours[n]
             plain = points.get((strong, n))
             if plain is not None:
                 ax.scatter(*plain, marker="D", color=colour, label=f"FixMatch, {n} labels")
@@ -305,18 +341,22 @@ def figure(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]):
                 if s != strong or cn_data is None or (variant, n) not in points:
                     continue
                 picked = chosen.get((strong, n)) == variant
-                ax.scatter(*points[(variant, n)], marker="o", s=50, color=colour,
+                ax.scatter(*points[(variant, n)], marker="o", s=50, edgecolors=colour,
                            facecolors=colour if picked else "none",
                            label=f"+ CN ({cn_data}), {n} labels")  # fmt: skip
                 if picked and plain is not None:
                     ax.annotate("", points[(variant, n)], plain,
                                 arrowprops={"arrowstyle": "->", "color": colour})  # fmt: skip
-        ax.set_title(f"FixMatch ({strong.upper()})")
+        ax.set_title(f"({panel}) FixMatch with {strong.upper()}", fontsize=10)
         ax.set_xlabel("clean error (%)")
-        ax.set_ylabel("corruption error (%)")
+        ax.set_ylabel("corruption error, CIFAR-10-C (%)")
         if label_counts:
-            ax.legend(fontsize=7)
+            results.legend_outside(ax)
         else:
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
+    heading = "Figure 4: semi-supervised CIFAR-10 (FixMatch), with and without CrossNorm"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    seeds = [m for _, _, s in runs for m in s]
+    source = "CIFAR-10 test images and " + c_source(seeds) if seeds else "no runs"
+    results.figure_footer(fig, source)
     return fig

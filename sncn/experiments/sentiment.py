@@ -183,8 +183,14 @@ def run(
     variant: str = "",
     device: str | None = None,
     progress: bool = True,
+    retrain: bool = False,
+    position: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train on IMDb and test on IMDb and SST-2; return the metrics (read back when finished).
+
+    A finished run is read back (with a note when it is stale: made by other code), unless
+    ``retrain`` or a retrain request says otherwise (:func:`sncn.results.reuse`); one process at a
+    time works on a run (:func:`sncn.results.run_lock`).
 
     Args:
         method: ``baseline``, ``sn``, ``cn`` or ``sncn``.
@@ -195,6 +201,8 @@ def run(
         variant: names the run when its settings differ from the profile's usual ones.
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         progress: progress bars.
+        retrain: train again even if the run finished.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
 
     Returns:
         ``source_acc`` (IMDb test), ``target_acc`` (SST-2 test), ``history`` (per epoch: loss and
@@ -211,42 +219,44 @@ def run(
     parts = ["imdb", "sst2", "textcnn", method] + ([variant] if variant else [])
     name = results.run_name(*parts, seed=seed, config={"setting": setting, "data": made})
     folder = results.run_dir(results_dir, name)
-    if results.is_done(folder):
-        return results.load_metrics(folder)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    model = build_model(method, data, setting).to(dev)
-    optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), setting["lr"])
-    trainer = Trainer(
-        model, optimizer, None, cn_prob=setting["cn_prob"], active_num=setting["active_num"]
-    )
-    train_x, train_y = data.train
-    if len(train_y) < setting["batch_size"]:
-        raise ValueError(f"batch size {setting['batch_size']} exceeds {len(train_y)} reviews.")
+    with results.run_lock(folder):  # one process at a time trains (or reads) the run
+        reused = results.reuse(folder, retrain)
+        if reused is not None:
+            return reused
+        dev = resolve_device(device)
+        torch.manual_seed(seed)
+        model = build_model(method, data, setting).to(dev)
+        trained = (p for p in model.parameters() if p.requires_grad)
+        optimizer = torch.optim.Adam(trained, setting["lr"])
+        trainer = Trainer(
+            model, optimizer, None, cn_prob=setting["cn_prob"], active_num=setting["active_num"]
+        )
+        train_x, train_y = data.train
+        if len(train_y) < setting["batch_size"]:
+            raise ValueError(f"batch size {setting['batch_size']} exceeds {len(train_y)} reviews.")
 
-    def batches(epoch: int, generator: torch.Generator) -> Iterable:
-        return TextLoader(train_x, train_y, setting["batch_size"], shuffle=True,
-                          generator=generator, drop_last=True, device=dev)  # fmt: skip
+        def batches(epoch: int, generator: torch.Generator) -> Iterable:
+            return TextLoader(train_x, train_y, setting["batch_size"], shuffle=True,
+                              generator=generator, drop_last=True, device=dev)  # fmt: skip
 
-    def evaluate(t: Trainer) -> dict[str, float]:
-        return {"target_acc": accuracy(t, *data.target)}
+        def evaluate(t: Trainer) -> dict[str, float]:
+            return {"target_acc": accuracy(t, *data.target)}
 
-    start = time.perf_counter()
-    history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
-                  progress=progress, description=name)  # fmt: skip
-    train_seconds = time.perf_counter() - start
-    steps = setting["epochs"] * (len(train_y) // setting["batch_size"])
-    metrics = {
-        "source_acc": accuracy(trainer, *data.source),
-        "target_acc": accuracy(trainer, *data.target),
-        "history": history,
-        "train_seconds": train_seconds,
-        "train_items_per_second": steps * setting["batch_size"] / train_seconds,
-    }
-    params = {"method": method, "seed": seed, "variant": variant, "device": str(dev),
-              "torch_threads": torch.get_num_threads(), **setting, **data.info}  # fmt: skip
-    results.save_run(folder, params, metrics)
-    return metrics
+        start = time.perf_counter()
+        history = fit(trainer, batches, setting["epochs"], folder, seed=seed, evaluate=evaluate,
+                      progress=progress, description=name, position=position)  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        steps = setting["epochs"] * (len(train_y) // setting["batch_size"])
+        metrics = {
+            "source_acc": accuracy(trainer, *data.source),
+            "target_acc": accuracy(trainer, *data.target),
+            "history": history,
+            "train_seconds": train_seconds,
+            "train_items_per_second": steps * setting["batch_size"] / train_seconds,
+        }
+        params = {"method": method, "seed": seed, "variant": variant, "device": str(dev),
+                  "torch_threads": torch.get_num_threads(), **setting, **data.info}  # fmt: skip
+        return results.save_run(folder, params, metrics)
 
 
 def run_grid(
@@ -261,14 +271,17 @@ def run_grid(
     Returns:
         ``(method, [metrics per seed])`` per method, for :func:`table_rows`.
     """
-    return [(m, [run(m, results_dir, data, seed=s, **kwargs) for s in seeds]) for m in methods]
+    n = len(methods) * len(seeds)
+    return [(m, [run(m, results_dir, data, seed=s, position=(i * len(seeds) + j + 1, n), **kwargs)
+                 for j, s in enumerate(seeds)]) for i, m in enumerate(methods)]  # fmt: skip
 
 
-def table_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def table_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> results.Rows:
     """Rows of Table 4: ours (mean and standard deviation over seeds) next to the paper.
 
     The changes are against our baseline and the paper's baseline respectively, as Table 4
-    shows them (absent without a baseline row).
+    shows them (absent without a baseline row). The rows are :class:`sncn.results.Rows` of these
+    runs (the table notes stale ones).
     """
     by_method = {m: seeds for m, seeds in runs}
     base = by_method.get("baseline")
@@ -292,39 +305,68 @@ def table_rows(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[dic
             "paper target change": None if paper_tgt is None
             else paper_tgt - PAPER_TABLE4["baseline"][1],
         })  # fmt: skip
-    return rows
+    return results.Rows(rows, runs=[m for _, seeds in runs for m in seeds])
 
 
-def figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]):
-    """Left: source and target accuracy per method (ours: mean and spread over seeds; the
-    paper's as markers). Right: SST-2 accuracy after each epoch (mean over seeds)."""
+#: markers of the methods in the per-epoch panel (told apart without colour)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def figure(
+    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    title: str = "",
+    source: str = "the official IMDb and SST-2 datasets (IMDb training reviews; IMDb and SST-2 "
+    "test sets)",
+):
+    """Table 4 as a figure. (a) IMDb (source) and SST-2 (target) accuracy per method: ours
+    (filled, mean and spread over seeds) beside the paper's (hatched). (b) SST-2 accuracy after
+    each epoch (mean over seeds), each method with its own marker and a small sideways offset so
+    that equal values do not hide each other.
+
+    Args:
+        runs: ``(method, [metrics per seed])`` as :func:`run_grid` returns them.
+        title: second title line (e.g. the profile's setting).
+        source: the data, for the footer.
+    """
     import matplotlib.pyplot as plt
 
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(10, 3.6))
+    palette = results.PALETTE
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     methods = [m for m, _ in runs]
     x = np.arange(len(methods))
-    for offset, key, label, colour in ((-0.2, "source_acc", "IMDb (source)", "C0"),
-                                       (0.2, "target_acc", "SST-2 (target)", "C1")):  # fmt: skip
+    domains = (("source_acc", "IMDb (source)", palette[0]),
+               ("target_acc", "SST-2 (target)", palette[1]))  # fmt: skip
+    for k, (key, label, colour) in enumerate(domains):
         stats = [results.mean_std([m[key] for m in seeds]) for _, seeds in runs]
         means = [s[0] for s in stats]
         spread = [0.0 if np.isnan(s[1]) else s[1] for s in stats]
-        bars.bar(x + offset, means, 0.38, yerr=spread, color=colour, label=label, capsize=3)
-        paper = [PAPER_TABLE4.get(m, (np.nan, np.nan))[0 if key == "source_acc" else 1]
-                 for m in methods]  # fmt: skip
-        bars.scatter(x + offset, paper, marker="_", s=300, color="k", zorder=3,
-                     label="paper" if key == "source_acc" else None)  # fmt: skip
+        paper = [PAPER_TABLE4.get(m, (np.nan, np.nan))[k] for m in methods]
+        offset = -0.3 + 0.4 * k
+        bars.bar(x + offset, means, 0.2, yerr=spread, color=colour, capsize=3,
+                 label=f"ours, {label}")  # fmt: skip
+        bars.bar(x + offset + 0.2, paper, 0.2, facecolor="white", edgecolor=colour, hatch="///",
+                 label=f"paper, {label}")  # fmt: skip
     low = min(min(m["target_acc"] for m in seeds) for _, seeds in runs)
     bars.set_ylim(max(0.0, min(low, 70.0) - 5), 100)
     bars.set_xticks(x, methods)
+    bars.set_xlabel("method")
     bars.set_ylabel("accuracy (%)")
-    bars.legend(fontsize=8, loc="upper center", ncol=3)
-    for method, seeds in runs:
+    bars.set_title("(a) test accuracy, ours and the paper's", fontsize=10)
+    results.legend_outside(bars)
+    dodge = 0.06
+    for i, (method, seeds) in enumerate(runs):
         curve = np.mean([[h["target_acc"] for h in m["history"]] for m in seeds], axis=0)
-        curves.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=method)
+        epochs = np.arange(1, len(curve) + 1) + dodge * (i - (len(runs) - 1) / 2)
+        curves.plot(epochs, curve, marker=MARKERS[i % len(MARKERS)],
+                    color=palette[i % len(palette)], label=method)  # fmt: skip
     epochs = max(len(m["history"]) for _, seeds in runs for m in seeds)
     curves.set_xticks(range(1, epochs + 1, max(1, epochs // 10)))
-    curves.set_xlabel("epoch")
+    curves.set_xlabel("epoch (methods offset sideways)")
     curves.set_ylabel("SST-2 accuracy (%)")
-    curves.legend(fontsize=8)
-    fig.tight_layout()
+    curves.set_title("(b) SST-2 accuracy after each epoch", fontsize=10)
+    results.legend_outside(curves)
+    heading = "Table 4: TextCNN trained on IMDb, tested on IMDb (source) and SST-2 (target)"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    seeds = sorted({len(s) for _, s in runs})
+    results.figure_footer(fig, f"{source}; ours over {'/'.join(map(str, seeds))} seed(s)")
     return fig

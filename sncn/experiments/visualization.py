@@ -150,8 +150,22 @@ def adjust_stats(images: Tensor, strength: float = 1.0, eps: float = 1e-5) -> Te
     return new_std * (images - mean) / std + new_mean
 
 
+#: The data of the CIFAR figures as the notebook makes them (:func:`cifar_images`).
+CIFAR_SOURCE = "official CIFAR images from the data root"
+
+
+def _heading(fig, text: str) -> None:
+    """The figure's title, above its subfigures' own titles."""
+    fig.suptitle(text, y=1.0, va="bottom", fontsize=10)
+
+
 def style_exchange_figure(
-    content: Tensor, style: Tensor, versions: Tensor, adjusted: Tensor, title: str = ""
+    content: Tensor,
+    style: Tensor,
+    versions: Tensor,
+    adjusted: Tensor,
+    title: str = "",
+    source: str = CIFAR_SOURCE,
 ):
     """Figure 1: exchanging (left) and adjusting (right) RGB means and standard deviations.
 
@@ -160,9 +174,12 @@ def style_exchange_figure(
         style: ``(Ns, 3, H, W)`` images in [0, 1] (columns of the left panel).
         versions: ``(V, 3, H, W)``, one image in several styles (top row of the right panel).
         adjusted: ``(V, 3, H, W)``, the same after :func:`adjust_stats` (bottom row).
-        title: caption.
+        title: caption, written under the figure.
+        source: where the images come from, for the footer.
     """
     import matplotlib.pyplot as plt
+
+    from sncn.results import figure_footer
 
     grid = exchange_grid(content, style)
     nc, ns, v = len(content), len(style), len(versions)
@@ -188,8 +205,8 @@ def style_exchange_figure(
     right.subplots_adjust(
         left=0.08, right=0.98, top=0.5 + height / 2, bottom=0.5 - height / 2, wspace=0.05
     )
-    if title:
-        fig.text(0.5, -0.01, title, ha="center", va="top", fontsize=8, wrap=True)
+    _heading(fig, "Figure 1: exchanging and adjusting the RGB mean and std of images")
+    figure_footer(fig, source, title)
     return fig
 
 
@@ -403,17 +420,36 @@ def inversion_rows(losses: dict[str, Tensor]) -> list[dict[str, Any]]:
     ]
 
 
-def inversion_figure(panels: dict[str, Tensor], content: Tensor, style: Tensor, title: str = ""):
+def _paper_figure(panels: Sequence[str]) -> str:
+    """Figure 5 shows image space and block 1; Figure 11 the deeper blocks."""
+    first = any("image space" in p or "block 1" in p for p in panels)
+    return "Figure 5" if first else "Figure 11"
+
+
+def inversion_figure(
+    panels: dict[str, Tensor],
+    content: Tensor,
+    style: Tensor,
+    title: str = "",
+    source: str = CIFAR_SOURCE,
+):
     """Figures 5 and 11: one panel per point, content images as rows, style images as columns.
+
+    The title names Figure 5 when a panel is in image space or block 1, else Figure 11. Panels
+    whose images agree to 1e-3 (identical on screen) are named in the footer: their points give
+    the same features (in a block of one cell its start and end coincide).
 
     Args:
         panels: ``{panel title: (Nc, Ns, 3, H, W) images}``, e.g. from
             :func:`crossnorm_inversion` or :func:`exchange_grid` (image level).
         content: ``(Nc, 3, H, W)`` in [0, 1].
         style: ``(Ns, 3, H, W)`` in [0, 1].
-        title: figure title (say which model and settings).
+        title: caption, written under the figure (say which model and settings).
+        source: where the images come from, for the footer.
     """
     import matplotlib.pyplot as plt
+
+    from sncn.results import figure_footer
 
     nc, ns, p = len(content), len(style), len(panels)
     fig = plt.figure(figsize=(p * (ns + 1) * 0.95 + 0.3 * (p - 1), (nc + 1) * 1.05 + 0.5))
@@ -423,15 +459,29 @@ def inversion_figure(panels: dict[str, Tensor], content: Tensor, style: Tensor, 
         for ax in axes.flat:
             ax.axis("off")
         for j in range(ns):
-            _show(axes[0, j + 1], style[j])
+            _show(axes[0, j + 1], style[j], "style" if j == 0 else "")
         for i in range(nc):
-            _show(axes[i + 1, 0], content[i])
+            _show(axes[i + 1, 0], content[i], "content" if i == 0 else "")
             for j in range(ns):
                 _show(axes[i + 1, j + 1], grid[i, j])
         sub.suptitle(name, fontsize=9)
-        sub.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.01, wspace=0.05, hspace=0.05)
-    if title:
-        fig.text(0.5, -0.01, title, ha="center", va="top", fontsize=8, wrap=True)
+        sub.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.01, wspace=0.05, hspace=0.05)
+    names = list(panels)
+    same = [
+        f"'{a}' and '{b}'"
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if panels[a].shape == panels[b].shape
+        and torch.allclose(panels[a], panels[b], rtol=0.0, atol=1e-3)  # same on screen
+    ]
+    note = title
+    if same:
+        note += (f" Identical panels: {'; '.join(same)}: the points give the same features in "
+                 "this model (a block of one cell, as in WRN-10-1, starts and ends at the same "
+                 "place).")  # fmt: skip
+    _heading(fig, f"{_paper_figure(names)}: CrossNorm inverted to images (rows: content, "
+                  "columns: style)")  # fmt: skip
+    figure_footer(fig, source, note.strip())
     return fig
 
 
@@ -536,23 +586,31 @@ def selfnorm_rows(recalibrations: dict[str, dict[str, Any]]) -> list[dict[str, A
 
 
 def selfnorm_figure(
-    images: Tensor, labels: Sequence[str], recalibrations: dict[str, dict[str, Any]], title: str
+    images: Tensor,
+    labels: Sequence[str],
+    recalibrations: dict[str, dict[str, Any]],
+    title: str,
+    source: str = f"{CIFAR_SOURCE}; corruptions generated here (sncn.corruptions)",
 ):
-    """SelfNorm's recalibration: images before/after each unit, and the per-channel spreads.
+    """Figure 6: SelfNorm's recalibration: images before/after each unit, and the per-channel
+    spreads across the versions (one dot per channel; below the diagonal: narrowed).
 
     Args:
         images: ``(V, 3, H, W)`` in [0, 1], the versions of one image.
         labels: one name per version (e.g. the corruption).
         recalibrations: ``{unit: selfnorm_recalibration(...)}``.
-        title: figure title (say which model was used).
+        title: caption, written under the figure (say which model was used).
+        source: where the images come from, for the footer.
     """
     import matplotlib.pyplot as plt
+
+    from sncn.results import PALETTE, figure_footer, legend_outside
 
     units = list(recalibrations)
     v = len(images)
     rows = 1 + len(units)
-    fig = plt.figure(figsize=(max(1.2 * v, 6) + 3.4 * 2, 1.3 * rows + 0.9))
-    left, right = fig.subfigures(1, 2, width_ratios=[max(1.2 * v, 6), 6.8])
+    fig = plt.figure(figsize=(max(1.2 * v, 6) + 4.2 * 2, 1.3 * rows + 1.4))
+    left, right = fig.subfigures(1, 2, width_ratios=[max(1.2 * v, 6), 8.4])
     axes = left.subplots(rows, v, squeeze=False)
     for k in range(v):
         _show(axes[0, k], images[k], labels[k])
@@ -565,23 +623,27 @@ def selfnorm_figure(
     left.suptitle("inverted: features with SelfNorm, matched without it", fontsize=9)
     left.subplots_adjust(left=0.06, right=0.98, top=0.8, bottom=0.04, wspace=0.08, hspace=0.2)
     stat_axes = right.subplots(1, 2)
-    for ax, stat, name in zip(
-        stat_axes, ("mean", "std"), ("channel mean", "log channel std"), strict=True
-    ):
+    measures = (
+        ("mean", "channel mean", "std of channel mean / mean channel std"),
+        ("std", "log channel std", "std of log channel std"),
+    )
+    for ax, (stat, name, unit_text) in zip(stat_axes, measures, strict=True):
         top = 0.0
-        for unit in units:
+        for u, unit in enumerate(units):
             before = recalibrations[unit][f"{stat}_spread_before"].numpy()
             after = recalibrations[unit][f"{stat}_spread_after"].numpy()
-            ax.scatter(before, after, s=8, alpha=0.7, label=_short(unit))
+            ax.scatter(before, after, s=8, alpha=0.7, color=PALETTE[u % len(PALETTE)],
+                       label=_short(unit))  # fmt: skip
             top = max(top, before.max(), after.max())
-        ax.plot([0, top], [0, top], color="gray", lw=0.8, ls="--")
-        ax.set_xlabel("spread before SN", fontsize=8)
-        ax.set_ylabel("spread after SN", fontsize=8)
-        ax.set_title(f"{name} across versions\n(one dot per channel)", fontsize=8)
+        ax.plot([0, top], [0, top], color="gray", lw=0.8, ls="--", label="no change")
+        ax.set_xlabel(f"before SN ({unit_text})", fontsize=7)
+        ax.set_ylabel(f"after SN ({unit_text})", fontsize=7)
+        ax.set_title(f"spread of the {name}\nacross versions (dot: channel)", fontsize=8)
         ax.tick_params(labelsize=7)
-    stat_axes[0].legend(fontsize=6)
-    right.subplots_adjust(wspace=0.45, bottom=0.2)
-    fig.text(0.5, -0.01, title, ha="center", va="top", fontsize=8, wrap=True)
+    legend_outside(stat_axes[1], fontsize=6, title="SN unit", title_fontsize=7)
+    right.subplots_adjust(left=0.1, right=0.78, wspace=0.5, bottom=0.2, top=0.8)
+    _heading(fig, "Figure 6: SelfNorm recalibrating the statistics of corrupted versions")
+    figure_footer(fig, source, title)
     return fig
 
 
@@ -637,7 +699,13 @@ def image_crossnorm(
     return torch.stack(outputs), torch.stack(partners), boxes
 
 
-def image_crossnorm_figure(images: Tensor, outputs: Tensor, boxes: list, title: str):
+def image_crossnorm_figure(
+    images: Tensor,
+    outputs: Tensor,
+    boxes: list,
+    title: str,
+    source: str = "official street scenes (GTA5, Cityscapes or ImageNet sample) named above",
+):
     """Figure 14: the original batch (first column) and the batch after each CrossNorm draw.
 
     Args:
@@ -645,16 +713,19 @@ def image_crossnorm_figure(images: Tensor, outputs: Tensor, boxes: list, title: 
         outputs: ``(draws, N, 3, H, W)`` from :func:`image_crossnorm`.
         boxes: the style boxes from :func:`image_crossnorm`, drawn dashed on every image of
             their draw: each image took its statistics from that box of its partner.
-        title: caption (say which images were used).
+        title: caption, written under the figure (say which images were used).
+        source: where the images come from, for the footer.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    from sncn.results import figure_footer
 
     draws, n = outputs.shape[:2]
     h, w = images.shape[2:]
     scale = 1.6 / h
     fig, axes = plt.subplots(
-        n, draws + 1, figsize=((draws + 1) * w * scale, n * h * scale + 0.9), squeeze=False
+        n, draws + 1, figsize=((draws + 1) * w * scale, n * h * scale + 0.5), squeeze=False
     )
     for i in range(n):
         _show(axes[i, 0], images[i], "original batch" if i == 0 else "")
@@ -662,19 +733,21 @@ def image_crossnorm_figure(images: Tensor, outputs: Tensor, boxes: list, title: 
             _show(axes[i, d + 1], outputs[d, i], f"CrossNorm draw {d + 1}" if i == 0 else "")
             if boxes[d] is not None:
                 rows, cols = boxes[d]
-                axes[i, d + 1].add_patch(
-                    Rectangle(
-                        (cols.start - 0.5, rows.start - 0.5),
-                        cols.stop - cols.start,
-                        rows.stop - rows.start,
-                        fill=False,
-                        lw=1.0,
-                        ls="--",
-                        edgecolor="white",
+                for colour, style in (("black", "-"), ("white", "--")):  # visible on any image
+                    axes[i, d + 1].add_patch(
+                        Rectangle(
+                            (cols.start - 0.5, rows.start - 0.5),
+                            cols.stop - cols.start,
+                            rows.stop - rows.start,
+                            fill=False,
+                            lw=1.0,
+                            ls=style,
+                            edgecolor=colour,
+                        )
                     )
-                )
-    fig.text(0.5, 0.01, title, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.16, wspace=0.04, hspace=0.06)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.04, hspace=0.06)
+    _heading(fig, "Figure 14: CrossNorm on images, each taking the statistics of a box of another")
+    figure_footer(fig, source, title)
     return fig
 
 
@@ -829,7 +902,8 @@ def model_for(
 
     Looks for a finished run of ``method`` with its own setting (no overrides) in
     ``runs/<dataset>-<backbone>-<method>-<digest>-seed<seed>`` (e.g. written by ``01_cifar_c``)
-    trained for ``epochs`` epochs (any number when ``epochs`` is 0); else trains one with
+    trained for ``epochs`` epochs (any number when ``epochs`` is 0), runs made by this code first
+    (a stale one is said to be so in the description); else trains one with
     :func:`sncn.experiments.cifar_c.run`, ``epochs`` and ``budget``.
 
     Args:
@@ -854,12 +928,16 @@ def model_for(
 
     def find() -> tuple[nn.Module, str] | None:
         pattern = f"{dataset}-{backbone}-{method}-*-seed{seed}"
-        for run in sorted((Path(results_dir) / "runs").glob(pattern)):
-            if not (results.is_done(run) and (run / "checkpoint.pt").is_file()):
-                continue
+        finished = [run for run in sorted((Path(results_dir) / "runs").glob(pattern))
+                    if results.is_done(run) and (run / "checkpoint.pt").is_file()]  # fmt: skip
+        stale = {run: results.is_stale(results.load_metrics(run)) for run in finished}
+        for run in sorted(finished, key=stale.get):  # runs made by this code first
             model, params = load_run_model(run)
             if params["model"] == own_model and epochs in (0, params["epochs"]):
-                return model, _describe(run.name, params)
+                description = _describe(run.name, params)
+                if stale[run]:
+                    description = description[:-1] + "; STALE: made by other code)"
+                return model, description
         return None
 
     found = find()
