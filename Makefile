@@ -22,9 +22,12 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax tests notebooks
 
+# jupyter refuses to start as root unless given --allow-root (containers often run as root)
+LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sncn)"
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -32,4 +35,5 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.layers
+	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.corruptions

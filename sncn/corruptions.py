@@ -12,7 +12,8 @@ the same corruption for images on the CPU and on a GPU.
     >>> y = corrupt(x, "glass_blur", 3, generator=torch.Generator().manual_seed(0))
 
 ``python -m sncn.corruptions make-c --source cifar10 --out DIR`` writes a folder in the
-CIFAR-10-C layout (see :func:`make_c`).
+CIFAR-10-C layout (see :func:`make_c`); ``--source`` may also be an image folder of class
+subfolders, and ``--limit N`` takes a seeded class-balanced subset (see ``make-c --help``).
 
 Where this implementation differs from the reference generators (``make_cifar_c.py`` and
 ``make_imagenet_c.py`` in hendrycks/robustness), and why. "Checked" means compared during
@@ -107,6 +108,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from sncn.data import writable_folder
 
 #: The 15 corruptions in the paper's order: noise, blur, weather, digital.
 CORRUPTIONS: tuple[str, ...] = (
@@ -1762,7 +1765,8 @@ def make_c(
     Args:
         images: ``(N, H, W, 3)`` uint8 images.
         labels: ``(N,)`` integer labels.
-        out_dir: output folder (created).
+        out_dir: output folder (created; a folder that cannot be written raises
+            ``PermissionError`` naming it and ``$SNCN_CACHE``, where generated data go).
         table: ``"cifar"`` or ``"imagenet"``.
         seed: base seed.
         corruptions: which corruptions, a subset of :data:`CORRUPTIONS`.
@@ -1792,8 +1796,7 @@ def make_c(
         raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}")
     corruptions = [check_name(c) for c in corruptions]
     severities = [check_severity(s) for s in severities]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out_dir, "corrupted images")
     n = images.shape[0]
     shape = (len(severities) * n, *images.shape[1:])
 
@@ -1836,21 +1839,65 @@ def make_c(
     return out
 
 
+_MAKE_C_EPILOG = """\
+examples:
+  python -m sncn.corruptions make-c --source cifar10 --out DIR
+  python -m sncn.corruptions make-c --source cifar10 --limit 500 --seed 0 --out DIR
+  python -m sncn.corruptions make-c --source PHOTOS --size 224 --limit 1000 --out DIR
+
+--limit draws a class-balanced random subset (seeded by --seed): the same images as the
+experiments' generated CIFAR-C of that size and seed (sncn.experiments.cifar_c). An image
+folder is read as <folder>/<class>/*.png|jpg|jpeg, classes in sorted order (label i is the
+i-th class; the names go to classes.txt in the output folder).
+"""
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m sncn.corruptions", description="Corrupted test sets (CIFAR-10-C layout)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    mk = sub.add_parser("make-c", help="write <corruption>.npy and labels.npy for a dataset")
-    mk.add_argument("--source", required=True, choices=["cifar10", "cifar100"])
-    mk.add_argument("--split", default="test", help="split of the source (default: test)")
+    mk = sub.add_parser(
+        "make-c",
+        help="write <corruption>.npy and labels.npy for a dataset",
+        description="Write <corruption>.npy (all images at each severity in turn) and labels.npy\n"
+        "for CIFAR-10, CIFAR-100 or any folder of class subfolders.",
+        epilog=_MAKE_C_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mk.add_argument(
+        "--source",
+        required=True,
+        help="cifar10, cifar100 (read by sncn.data.vision.load_cifar), or an image folder "
+        "<folder>/<class>/*.png|jpg|jpeg",
+    )
+    mk.add_argument("--split", default="test", help="split of cifar10/cifar100 (default: test)")
     mk.add_argument("--root", default=None, help="data root (default: $SNCN_DATA or ./data)")
     mk.add_argument("--out", required=True, type=Path, help="output folder")
-    mk.add_argument("--table", default="cifar", choices=sorted(TABLES))
+    mk.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image folders: resize the shorter side to SIZE px and crop the centre SIZE x SIZE "
+        "(default: keep the images, which must then all have one size)",
+    )
+    mk.add_argument(
+        "--table",
+        default=None,
+        choices=sorted(TABLES),
+        help="parameter table (default: cifar up to 32 px, else imagenet)",
+    )
     mk.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     mk.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), choices=CORRUPTIONS)
-    mk.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use a class-balanced random subset of N images, drawn with --seed "
+        "(default: all images)",
+    )
+    mk.add_argument("--seed", type=int, default=0, help="seed of the subset and the corruptions")
     mk.add_argument("--batch-size", type=int, default=1000)
     mk.add_argument("--device", default="cpu")
     mk.add_argument(
@@ -1863,6 +1910,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m sncn.corruptions make-c --source cifar10 --out DIR``.
 
+    ``--source`` is ``cifar10``, ``cifar100`` or an image folder of class subfolders;
+    ``--limit N`` keeps a class-balanced random subset of ``N`` images drawn with ``--seed``
+    (:func:`sncn.data.text.balanced_subset`, the draw of the experiments' generated CIFAR-C).
+
     Args:
         argv: arguments (default: ``sys.argv[1:]``).
 
@@ -1872,16 +1923,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sncn.data.vision import load_cifar  # lazy: only the CLI needs the dataset loaders
+    # lazy: only the CLI needs the dataset loaders
+    from sncn.data.text import balanced_subset
+    from sncn.data.vision import NUM_CLASSES, image_folder_files, load_cifar, read_images
 
-    images, labels = load_cifar(args.source, args.split, root=args.root)
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
+    classes = None
+    if args.source.lower().replace("-", "") in NUM_CLASSES:
+        images, labels = load_cifar(args.source, args.split, root=args.root)
+        if args.limit is not None:
+            keep = balanced_subset(labels, args.limit, args.seed)
+            images, labels = images[keep], labels[keep]
+    elif Path(args.source).is_dir():
+        files, labels, classes = image_folder_files(args.source)
+        labels = np.asarray(labels, dtype=np.int64)
+        if args.limit is not None:
+            keep = balanced_subset(labels, args.limit, args.seed)
+            files, labels = [files[i] for i in keep], labels[keep]
+        images = read_images(files, size=args.size)
+    else:
+        print(
+            f"--source {args.source!r} is neither cifar10/cifar100 nor an image folder.",
+            file=sys.stderr,
+        )
+        return 2
     out = make_c(
         images,
         labels,
         args.out,
-        table=args.table,
+        table=args.table or default_table(*images.shape[1:3]),
         seed=args.seed,
         corruptions=args.corruptions,
         severities=args.severities,
@@ -1889,7 +1958,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         frost_dir=args.frost_dir,
     )
-    print(f"wrote {out}")
+    if classes is not None:
+        (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    counts = np.bincount(labels)
+    print(
+        f"wrote {out}: {len(labels)} images x {len(args.severities)} severities, "
+        f"{len(counts)} classes ({counts.min()} to {counts.max()} images each)"
+    )
     return 0
 
 

@@ -1,8 +1,13 @@
-"""Small helpers shared across sncn: seeding and devices."""
+"""Small helpers shared across sncn: seeding, devices and progress records."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,3 +32,109 @@ def seed_everything(seed: int) -> torch.Generator:
 def resolve_device(device: str | None = None) -> torch.device:
     """``device`` as a ``torch.device``; None means CUDA when available, else the CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress records: what a training run is doing, for a person watching from another process
+
+#: File name of the progress record :func:`sncn.train.fit` keeps in its run folder.
+PROGRESS = ".progress.json"
+
+
+def write_progress(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write a progress record as JSON, atomically (a temporary file, then a rename).
+
+    Progress is for display only: a write that fails (a full disk, a vanished folder) is
+    skipped silently rather than stopping training.
+
+    Args:
+        path: the record's file, e.g. ``<run folder>/.progress.json``.
+        record: JSON-serialisable values (see :func:`progress_line` for the keys it reads).
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def read_progress(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The progress record in ``path``, or None when it is missing or unreadable."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def format_seconds(seconds: float) -> str:
+    """``seconds`` as ``42s``, ``4m12s`` or ``1h05m``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_fraction(record: dict[str, Any]) -> float | None:
+    """How much of a run's training is done, in [0, 1], from its record; None if unknown."""
+    epochs, epoch = record.get("epochs") or 0, record.get("epoch") or 0
+    if record.get("state") == "trained":
+        return 1.0
+    if not epochs or not epoch:
+        return None
+    steps, step = record.get("steps"), record.get("step") or 0
+    within = step / steps if steps else 0.0
+    return min(1.0, (epoch - 1 + within) / epochs)
+
+
+def progress_line(
+    record: dict[str, Any], elapsed: float | None = None, now: float | None = None
+) -> str:
+    """One line that says where a run is, e.g.
+    ``run 3/4 cifar10-wrn-cn: epoch 1/2 step 120/250 loss 1.830 | 4m12s elapsed, ~9m left``.
+
+    The time left is estimated at the run's own pace since it (re)started: the rest of this run's
+    training, plus, with its place in a grid (``position`` ``[k, n]``), as long again for each of
+    the ``n - k`` runs after it. Evaluation is not counted.
+
+    Args:
+        record: a progress record (:func:`write_progress`): ``run``, ``position`` (``[k, n]`` or
+            None), ``epoch``, ``epochs``, ``step``, ``steps`` (None when unknown), ``loss``,
+            ``state`` (``"training"`` or ``"trained"``), ``started`` (``time.time()`` when this
+            process began the run), ``start_fraction`` (the share of the run done then: a resumed
+            run's) and ``updated`` (``time.time()`` of the record).
+        elapsed: the seconds to show as elapsed (e.g. since the notebook began); None: the run's.
+        now: the current ``time.time()`` (default: now).
+
+    Returns:
+        The line, without a newline.
+    """
+    now = time.time() if now is None else now
+    head = record.get("run", "?")
+    position = record.get("position")
+    if position:
+        head = f"run {position[0]}/{position[1]} {head}"
+    trained = record.get("state") == "trained"
+    if trained:
+        body = "trained, evaluating"
+    else:
+        steps = record.get("steps")
+        body = f"epoch {record.get('epoch', '?')}/{record.get('epochs', '?')}"
+        body += f" step {record.get('step', 0)}" + (f"/{steps}" if steps else "")
+        if record.get("loss") is not None:
+            body += f" loss {record['loss']:.3f}"
+    run_elapsed = (record.get("updated", now) if trained else now) - record.get("started", now)
+    tail = f"{format_seconds(run_elapsed if elapsed is None else elapsed)} elapsed"
+    fraction, first = run_fraction(record), record.get("start_fraction", 0.0)
+    if fraction is not None and fraction - first > 0.005:
+        total = run_elapsed / (fraction - first)  # the whole run's training at this pace
+        left = total * (1 - fraction)
+        if position:
+            left += total * (position[1] - position[0])
+        if left > 0 or not trained:
+            tail += f", ~{format_seconds(left)} left" + ("" if position else " in this run")
+    return f"{head}: {body} | {tail}"

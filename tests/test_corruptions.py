@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-import sys
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,9 @@ from helpers import gen
 from PIL import Image
 
 import sncn.corruptions as C
+import sncn.data as data_package
 from sncn.corruptions import CORRUPTIONS, TABLES, corrupt
+from sncn.data import vision
 
 RANDOM = sorted(C.RANDOM_CORRUPTIONS)
 
@@ -769,22 +770,95 @@ def test_make_c_rejects_bad_arrays(tmp_path, tiny_set):
 
 def test_cli_make_c(tmp_path, tiny_set, monkeypatch):
     images, labels = tiny_set
-    fake = types.ModuleType("sncn.data.vision")
     seen = {}
 
     def load_cifar(name, split, root=None):
         seen.update(name=name, split=split)
         return images, labels
 
-    fake.load_cifar = load_cifar
-    monkeypatch.setitem(sys.modules, "sncn.data.vision", fake)
-    argv = ["make-c", "--source", "cifar10", "--out", str(tmp_path), "--limit", "4"]
+    monkeypatch.setattr(vision, "load_cifar", load_cifar)
+    argv = ["make-c", "--source", "cifar10", "--out", str(tmp_path), "--limit", "3"]
     argv += ["--severities", "1", "5", "--corruptions", "pixelate", "fog"]
     assert C.main(argv) == 0
     assert seen == {"name": "cifar10", "split": "test"}
-    assert np.load(tmp_path / "pixelate.npy").shape == (8, 32, 32, 3)
-    assert np.load(tmp_path / "fog.npy").shape == (8, 32, 32, 3)
-    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), np.tile(labels[:4], 2))
+    assert np.load(tmp_path / "pixelate.npy").shape == (6, 32, 32, 3)
+    assert np.load(tmp_path / "fog.npy").shape == (6, 32, 32, 3)
+    kept = np.load(tmp_path / "labels.npy")
+    assert sorted(kept[:3]) == [0, 1, 2]  # one image of each of the 3 classes
+    np.testing.assert_array_equal(kept, np.tile(kept[:3], 2))
+
+
+def test_cli_limit_is_a_seeded_class_balanced_subset(tmp_path, monkeypatch):
+    """Sorted by class (as image folders load), the first N would all be class 0."""
+    labels = np.repeat(np.arange(4), 25)  # 100 images, sorted by class
+    images = np.zeros((100, 8, 8, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(100)  # pixel (0, 0) names the image
+    monkeypatch.setattr(vision, "load_cifar", lambda name, split, root=None: (images, labels))
+    picked = []
+
+    def record(images, labels, out_dir, **kwargs):
+        picked.append((images[:, 0, 0, 0].copy(), labels.copy()))
+        return Path(out_dir)
+
+    monkeypatch.setattr(C, "make_c", record)
+    for seed in (0, 0, 1):
+        argv = ["make-c", "--source", "cifar10", "--out", str(tmp_path), "--limit", "10"]
+        assert C.main([*argv, "--seed", str(seed)]) == 0
+    for ids, got in picked:
+        assert np.bincount(got).tolist() == [3, 3, 2, 2]
+        np.testing.assert_array_equal(labels[ids], got)
+    np.testing.assert_array_equal(picked[0][0], picked[1][0])  # same seed, same subset
+    assert not np.array_equal(picked[0][0], picked[2][0])
+    # the draw of the experiments' generated CIFAR-C (cifar_c.subset) for the same n and seed
+    from sncn.experiments.cifar_c import subset
+
+    np.testing.assert_array_equal(picked[0][0], subset(images, labels, 10, 0)[0][:, 0, 0, 0])
+
+
+def test_cli_help_documents_limit_and_image_folders(capsys):
+    with pytest.raises(SystemExit):
+        C.main(["make-c", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "class-balanced random subset of N images, drawn with --seed" in text
+    assert "an image folder <folder>/<class>/*.png|jpg|jpeg" in text
+
+
+def test_cli_make_c_from_an_image_folder(tmp_path):
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    sizes = {"cat": [(40, 30), (30, 50)], "dog": [(64, 48)], "emu": [(33, 33), (50, 40)]}
+    for cls, shapes in sizes.items():
+        (folder / cls).mkdir(parents=True)
+        for i, (w, h) in enumerate(shapes):
+            array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(array).save(folder / cls / f"{i}.png")
+    out = tmp_path / "c"
+    argv = ["make-c", "--source", str(folder), "--out", str(out), "--size", "24"]
+    argv += ["--severities", "2", "--corruptions", "brightness"]
+    assert C.main(argv) == 0
+    assert np.load(out / "labels.npy").tolist() == [0, 0, 1, 2, 2]
+    assert np.load(out / "brightness.npy").shape == (5, 24, 24, 3)
+    assert (out / "classes.txt").read_text().split() == ["cat", "dog", "emu"]
+    # images of several sizes need --size; the message says so and names a file
+    with pytest.raises(ValueError, match=r"expected 40x30 like the other images \(pass a size"):
+        C.main(["make-c", "--source", str(folder), "--out", str(tmp_path / "d")])
+    assert C.main(["make-c", "--source", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_make_c_into_a_read_only_folder_names_it_and_the_setting(tmp_path, tiny_set, monkeypatch):
+    images, labels = tiny_set
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+
+    def refuse(*args, **kwargs):  # root ignores permissions: fail as a read-only file system does
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data_package.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(PermissionError, match=r"cannot write corrupted images into .*locked.*"
+                       r"SNCN_CACHE"):  # fmt: skip
+        C.make_c(images, labels, locked / "c", corruptions=["contrast"], progress=False)
+    locked.chmod(0o755)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import pickle
+import re
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
-from sncn.data import data_root
+import sncn.data as data_package
+from sncn.corruptions import CORRUPTIONS
+from sncn.data import cache_root, data_root
 from sncn.data import download as dl
 from sncn.data import vision as V
 
@@ -149,13 +152,15 @@ def test_pickles_win_over_image_folders(cifar10_pickles):
 def test_cache_written_atomically_and_read_second_time(tmp_path):
     expected, labels = _write_image_folders(tmp_path / "cifar10" / "test")
     first = V.load_cifar("cifar10", "test", tmp_path, progress=False)
-    cache = tmp_path / "cifar10" / "cache-test.npz"
+    cache = tmp_path / "generated" / "cifar10-test.npz"
+    assert V.cifar_cache_path("cifar10", "test", tmp_path) == cache
     assert cache.is_file() and not _leftovers(tmp_path)
-    # remove the source: the second load can only come from the cache
+    # remove the source: the second load can only come from the cache (warned: not 10,000)
     for p in sorted((tmp_path / "cifar10" / "test").rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     (tmp_path / "cifar10" / "test").rmdir()
-    second = V.load_cifar("cifar10", "test", tmp_path)
+    with pytest.warns(UserWarning, match=r"20 images, not the 10,000 of the official CIFAR-10"):
+        second = V.load_cifar("cifar10", "test", tmp_path)
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     np.testing.assert_array_equal(second[0], expected)
@@ -164,17 +169,87 @@ def test_cache_written_atomically_and_read_second_time(tmp_path):
 def test_cache_off_writes_nothing(cifar10_pickles):
     root, _ = cifar10_pickles
     V.load_cifar("cifar10", "test", root, cache=False)
-    assert not list((root / "cifar10").glob("cache-*"))
+    assert not (root / "generated").exists()
 
 
 def test_corrupt_cache_is_rebuilt(cifar10_pickles):
     root, expected = cifar10_pickles
-    cache = root / "cifar10" / "cache-test.npz"
+    cache = root / "generated" / "cifar10-test.npz"
+    cache.parent.mkdir()
     cache.write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.warns(UserWarning, match="cache-test.npz"):
+    with pytest.warns(UserWarning, match="cifar10-test.npz"):
         images, _ = V.load_cifar("cifar10", "test", root)
     np.testing.assert_array_equal(images, expected["test"][0])
     np.testing.assert_array_equal(V.load_cifar("cifar10", "test", root)[0], images)
+
+
+def test_cache_that_no_longer_matches_its_source_is_rebuilt(tmp_path):
+    """A cache built from a partial image folder is not trusted once the folder is complete."""
+    folder = tmp_path / "cifar10" / "test"
+    _write_image_folders(folder)
+    first, _ = V.load_cifar("cifar10", "test", tmp_path, progress=False)  # 20 images, cached
+    extra = _images(1)[0]
+    Image.fromarray(extra).save(folder / "truck" / "11.png")
+    with pytest.warns(UserWarning, match=r"ignoring the cache .*cifar10-test.npz \(20 images"):
+        images, labels = V.load_cifar("cifar10", "test", tmp_path, progress=False)
+    assert len(images) == 21 and labels[-1] == 9
+    np.testing.assert_array_equal(images[-1], extra)
+    with np.load(V.cifar_cache_path("cifar10", "test", tmp_path)) as z:
+        assert len(z["images"]) == 21  # rebuilt
+    # a cache of the old format (no fingerprint) is not trusted either
+    np.savez(V.cifar_cache_path("cifar10", "test", tmp_path), images=first,
+             labels=np.zeros(len(first), np.int64), source=np.array(str(folder)))  # fmt: skip
+    with pytest.warns(UserWarning, match="does not match the source found now"):
+        assert len(V.load_cifar("cifar10", "test", tmp_path, progress=False)[0]) == 21
+
+
+def test_generated_data_go_to_the_cache_folder_set_by_sncn_cache(tmp_path, monkeypatch):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    _write_image_folders(root / "cifar10" / "test")
+    monkeypatch.setenv("SNCN_DATA", str(root))
+    monkeypatch.delenv("SNCN_CACHE", raising=False)
+    assert cache_root() == root / "generated"
+    monkeypatch.setenv("SNCN_CACHE", str(cache))
+    assert cache_root() == cache
+    assert cache_root(tmp_path / "other") == tmp_path / "other" / "generated"  # explicit root
+    V.load_cifar("cifar10", "test", progress=False)
+    assert (cache / "cifar10-test.npz").is_file() and not (root / "generated").exists()
+
+
+def test_read_only_folders_give_a_clear_message(cifar10_pickles, monkeypatch):
+    root, expected = cifar10_pickles
+
+    def refuse(*args, **kwargs):  # as a read-only file system (root ignores permission bits)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data_package.tempfile, "TemporaryFile", refuse)
+    monkeypatch.delenv("SNCN_CACHE", raising=False)
+    # the cache is optional: the data still load, with a warning naming the folder and setting
+    message = r"decoded-CIFAR cache into .*generated \(Permission denied\)\. Point \$SNCN_CACHE"
+    with pytest.warns(UserWarning, match=message):
+        images, _ = V.load_cifar("cifar10", "test", root)
+    np.testing.assert_array_equal(images, expected["test"][0])
+    # a download into a read-only data root stops before fetching anything
+    with pytest.raises(PermissionError, match=r"CIFAR-100 download into .*cifar100.*SNCN_DATA"):
+        V.download_cifar("cifar100", root)
+    with pytest.raises(PermissionError, match=r"CIFAR-10-C download into .*SNCN_DATA"):
+        V.download_cifar_c("cifar10", root)
+
+
+def test_image_folder_files_and_read_images(tmp_path):
+    expected, labels = _write_image_folders(tmp_path / "set", names=("2", "10", "b"))
+    files, got, classes = V.image_folder_files(tmp_path / "set")
+    assert classes == list(V.CIFAR10_CLASSES) and got == labels.tolist()
+    assert [f.name for f in files[:3]] == ["2.png", "10.png", "b.png"]
+    np.testing.assert_array_equal(V.read_images(files, progress=False), expected)
+    # --size: shorter side to the size, centre crop
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, 6:34] = 255  # white around the centre 20 columns, black at the sides
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    (out,) = V.read_images([tmp_path / "wide.png"], size=10, progress=False)
+    assert out.shape == (10, 10, 3) and out.min() == 255  # the sides were cropped away
+    with pytest.raises(ValueError, match="has no class folders"):
+        V.image_folder_files(tmp_path / "set" / "cat")
 
 
 def test_missing_cifar_names_the_folders_and_how_to_get_it(tmp_path):
@@ -208,7 +283,7 @@ def test_bad_images_are_named_and_nothing_is_cached(tmp_path):
     Image.fromarray(_images(1, size=16)[0]).save(bad)
     with pytest.raises(ValueError, match=r"dog/2.png is 16x16, expected 32x32"):
         V.load_cifar("cifar10", "train", tmp_path, progress=False)
-    assert not list((tmp_path / "cifar10").glob("cache-*")) and not _leftovers(tmp_path)
+    assert not (tmp_path / "generated").exists() and not _leftovers(tmp_path)
 
 
 def test_truncated_pickle_is_named(cifar10_pickles):
@@ -217,7 +292,7 @@ def test_truncated_pickle_is_named(cifar10_pickles):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"data_batch_3 is truncated.*download=True"):
         V.load_cifar("cifar10", "train", root)
-    assert not list((root / "cifar10").glob("cache-*"))
+    assert not (root / "generated").exists()
 
 
 def test_download_cifar_through_torchvision_url(tmp_path, monkeypatch):
@@ -561,8 +636,8 @@ def test_load_cifar_c_errors_name_the_file(tmp_path):
         V.load_cifar_c("cifar10", "fog", 6, root=tmp_path)
 
 
-def _cifar_c_tar(tmp_path: Path) -> Path:
-    _write_cifar_c(tmp_path / "src" / "CIFAR-10-C")
+def _cifar_c_tar(tmp_path: Path, corruptions=("gaussian_noise", "fog")) -> Path:
+    _write_cifar_c(tmp_path / "src" / "CIFAR-10-C", corruptions=corruptions)
     archive = tmp_path / "CIFAR-10-C-src.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(tmp_path / "src" / "CIFAR-10-C", arcname="CIFAR-10-C")
@@ -570,7 +645,8 @@ def _cifar_c_tar(tmp_path: Path) -> Path:
 
 
 def test_download_cifar_c(tmp_path, monkeypatch):
-    archive = _cifar_c_tar(tmp_path)
+    monkeypatch.setitem(V.OFFICIAL_SIZES, "test", 4)  # a tiny "official" CIFAR-10-C
+    archive = _cifar_c_tar(tmp_path, corruptions=CORRUPTIONS)
     entry = ("CIFAR-10-C", archive.as_uri(), _md5(archive))
     monkeypatch.setitem(V.CIFAR_C_ARCHIVES, "cifar10", entry)
     root = tmp_path / "root"
@@ -579,7 +655,59 @@ def test_download_cifar_c(tmp_path, monkeypatch):
     assert not (root / "CIFAR-10-C.tar").exists() and not _leftovers(root)
     images, _ = V.load_cifar_c("cifar10", "fog", 2, root=root)
     np.testing.assert_array_equal(images[:, 0, 0, 0], [20, 21, 22, 23])
-    assert V.download_cifar_c("cifar10", root) == folder  # already there: no download
+    assert V.official_cifar_c("cifar10", root) == folder
+    # complete: no download (the URL now points nowhere)
+    monkeypatch.setitem(V.CIFAR_C_ARCHIVES, "cifar10", ("CIFAR-10-C", "file:///none.tar", "0"))
+    assert V.download_cifar_c("cifar10", root) == folder
+    # a truncated file: downloaded again, and the folder replaced whole
+    monkeypatch.setitem(V.CIFAR_C_ARCHIVES, "cifar10", entry)
+    fog = folder / "fog.npy"
+    fog.write_bytes(fog.read_bytes()[:1000])
+    assert V.download_cifar_c("cifar10", root, progress=False) == folder
+    assert V.official_cifar_c("cifar10", root) == folder and not _leftovers(root)
+
+
+def test_truncated_official_cifar_c_names_the_file_and_the_download_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(V.OFFICIAL_SIZES, "test", 4)
+    assert V.official_cifar_c("cifar10", tmp_path) is None  # no folder: generate instead
+    folder = tmp_path / "CIFAR-10-C"
+    _write_cifar_c(folder, corruptions=CORRUPTIONS)
+    assert V.official_cifar_c("cifar10", tmp_path) == folder
+    fog = folder / "fog.npy"
+    fog.write_bytes(fog.read_bytes()[:1000])
+    command = re.escape(
+        """python -c "from sncn.data.vision import download_cifar_c; download_cifar_c('cifar10'"""
+    )
+    with pytest.raises(ValueError, match=rf"fog.npy is truncated(.|\n)*{command}"):
+        V.official_cifar_c("cifar10", tmp_path)
+    fog.unlink()
+    with pytest.raises(ValueError, match=r"fog.npy is missing.*incomplete"):
+        V.official_cifar_c("cifar10", tmp_path)
+    np.save(fog, np.zeros((20, 32, 32, 3), np.uint8))
+    np.save(folder / "labels.npy", np.zeros(15, np.uint8))  # 3 per severity, not 4
+    with pytest.raises(ValueError, match=r"labels.npy has shape \(15,\), expected \(20,\)"):
+        V.official_cifar_c("cifar10", tmp_path)
+
+
+def test_truncated_official_cifar_c_stops_a_run_before_training(
+    cifar10_pickles, tmp_path, monkeypatch
+):
+    from sncn.experiments import cifar_c
+
+    root, _ = cifar10_pickles
+    monkeypatch.setitem(V.OFFICIAL_SIZES, "test", 4)
+    _write_cifar_c(root / "CIFAR-10-C", corruptions=CORRUPTIONS)
+    path = root / "CIFAR-10-C" / "snow.npy"
+    path.write_bytes(path.read_bytes()[:5000])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(cifar_c, "fit", no_training)
+    with pytest.raises(ValueError, match=r"snow.npy is truncated(.|\n)*download_cifar_c"):
+        cifar_c.run("cifar10", "wrn", "basic", tmp_path / "results", epochs=1, batch_size=2,
+                    model_kwargs={"depth": 10, "widen_factor": 1}, root=root, device="cpu",
+                    progress=False)  # fmt: skip
 
 
 def test_download_cifar_c_wrong_md5_leaves_nothing(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from sncn.data.semisup import (
     split_labelled,
     weak_augment,
 )
-from sncn.data.vision import load_cifar, normalize, random_crop_flip
+from sncn.data.vision import cifar_cache_path, load_cifar, normalize, random_crop_flip
 from sncn.experiments import cifar_c, semisupervised
 from sncn.hparams import FIXMATCH
 from sncn.layers import CrossNorm, crossnorm, crossnorm_groups, grouped_partner
@@ -566,10 +566,10 @@ def test_fit_resumes_fixmatch_exactly(tmp_path):
 @pytest.fixture
 def toy_root(tmp_path):
     root = tmp_path / "data"
-    (root / "cifar10").mkdir(parents=True)
+    (root / "generated").mkdir(parents=True)
     for split, n, seed in (("train", 300, 0), ("test", 40, 1)):
         images, labels = toy_images(n, seed)
-        np.savez(root / "cifar10" / f"cache-{split}.npz", images=images, labels=labels,
+        np.savez(cifar_cache_path("cifar10", split, root), images=images, labels=labels,
                  source=np.array("toy"))  # fmt: skip
     return root
 

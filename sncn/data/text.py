@@ -8,7 +8,7 @@ Layouts read under the data root (:func:`sncn.data.data_root`; ``$SNCN_DATA``, d
 <root>/sst2/{train,dev,test}.tsv         SST-2 sentence level (6,920 / 872 / 1,821), lowercased
                                          and PTB-tokenised (Kim 2014's stsa.binary), same header
 <root>/glove/*.txt[.gz]                  GloVe text files (word v1 ... vD per line)
-<root>/generated/text/*.npz              token caches written here (tokenise once)
+<cache>/text/*.npz                       token caches (tokenise once; sncn.data.cache_root)
 ```
 
 Without the local files, :func:`load_texts` falls back to Hugging Face ``datasets`` (online):
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sncn.data import data_root
+from sncn.data import cache_root, data_root, writable_folder
 
 __all__ = [
     "PAD",
@@ -429,7 +429,7 @@ def load_tokenized(
     subset: int = 0,
     seed: int = 0,
 ) -> Tokenized:
-    """A tokenised split, from the cache under ``<root>/generated/text`` when it is there.
+    """A tokenised split, from the cache ``<cache>/text`` (:func:`sncn.data.cache_root`) if there.
 
     Tokenising all of IMDb takes about 15 s per split on one core; the cache (an ``.npz`` keyed
     by the source file, its size and modification time, and :data:`TOKENIZER_VERSION`) makes
@@ -451,7 +451,7 @@ def load_tokenized(
     use_local = source == "local" or (source == "auto" and path.is_file())
     cache_file = None
     if cache and use_local and path.is_file():
-        folder = data_root(root) / "generated" / "text"
+        folder = cache_root(root) / "text"
         cache_file = folder / f"{dataset}-{split}-{_fingerprint(str(path))}.npz"
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as z:
@@ -463,7 +463,7 @@ def load_tokenized(
         return Tokenized.from_texts([texts[i] for i in rows], labels[rows], where)
     data = Tokenized.from_texts(texts, labels, where)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(cache_file.parent, "the token cache")
         tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
         np.savez(tmp, types=data.types, ids=data.ids, offsets=data.offsets, labels=data.labels)
         os.replace(tmp, cache_file)

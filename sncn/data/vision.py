@@ -3,7 +3,6 @@
 Layouts read under the data root (:func:`sncn.data.data_root`; ``$SNCN_DATA``, default ``data/``):
 
 ```
-<root>/cifar10/cache-{train,test}.npz           decoded arrays (written by load_cifar)
 <root>/cifar10/cifar-10-batches-py/             torchvision's pickles (or directly in <root>)
 <root>/cifar10/{train,test}/<class>/*.png|jpg   image folders (Kaggle, the project's data mirror)
 <root>/cifar100/...                             the same with cifar-100-python/
@@ -12,6 +11,9 @@ Layouts read under the data root (:func:`sncn.data.data_root`; ``$SNCN_DATA``, d
 <root>/ImageNet-C/<corruption>/<severity>/<wnid>/*
 <root>/imagenet_sample/images/*.jpg, labels.csv 1,000 ImageNet images, one per class
 ```
+
+Decoded CIFAR arrays are cached as ``<cache>/cifar10-{train,test}.npz`` in the cache folder
+(:func:`sncn.data.cache_root`; ``$SNCN_CACHE``, default ``<root>/generated``).
 
 CIFAR is decoded once into uint8 arrays and cached, then served in batches from memory (or from
 the training device) by :class:`ArrayLoader`; augmentation (:func:`random_crop_flip`) and
@@ -28,6 +30,7 @@ Reference:
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import pickle
 import tempfile
@@ -47,7 +50,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from sncn.data import DATA_ENV, data_root
+from sncn.corruptions import CORRUPTIONS
+from sncn.data import CACHE_ENV, DATA_ENV, cache_root, data_root, writable_folder
 from sncn.data.download import download as download_file
 from sncn.data.download import extract_tar
 
@@ -114,6 +118,9 @@ CIFAR_C_ARCHIVES: dict[str, tuple[str, str, str]] = {
 #: Number of severities in CIFAR-C / ImageNet-C (severity 1 first in each ``.npy``).
 NUM_SEVERITIES = 5
 
+#: Images per split of CIFAR-10 and CIFAR-100 (also per severity of the official CIFAR-C).
+OFFICIAL_SIZES: dict[str, int] = {"train": 50_000, "test": 10_000}
+
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -140,15 +147,19 @@ def load_cifar(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a CIFAR split as uint8 arrays, decoding once and caching.
 
-    Sources, first found wins: the cache ``<root>/<name>/cache-<split>.npz``; torchvision's
-    pickles (``<root>/<name>/cifar-10-batches-py/`` or ``<root>/cifar-10-batches-py/``, and
-    ``cifar-100-python/`` for CIFAR-100), in the official row order; image folders
-    ``<root>/<name>/<split>/<class>/*.{png,jpg,jpeg}`` with classes sorted alphabetically (the
-    standard label order for both datasets), images sorted by class then file name (numeric
-    names in numeric order); else, only when ``download=True``, torchvision's archive from the
-    CIFAR website (md5-checked) is fetched into ``<root>/<name>/``. Whatever the source, the
-    arrays are cached (written atomically) so the next call reads one ``.npz``; the cache is
-    trusted while it exists (it records its source), so delete it after changing the sources.
+    Sources, first found wins: torchvision's pickles (``<root>/<name>/cifar-10-batches-py/`` or
+    ``<root>/cifar-10-batches-py/``, and ``cifar-100-python/`` for CIFAR-100), in the official
+    row order; image folders ``<root>/<name>/<split>/<class>/*.{png,jpg,jpeg}`` with classes
+    sorted alphabetically (the standard label order for both datasets), images sorted by class
+    then file name (numeric names in numeric order); else, only when ``download=True``,
+    torchvision's archive from the CIFAR website (md5-checked) is fetched into ``<root>/<name>/``.
+
+    The decoded arrays are cached (written atomically) as :func:`cifar_cache_path`, in the cache
+    folder (:func:`sncn.data.cache_root`), with a fingerprint of their source (file sizes of the
+    pickles; names of the image files). A cache is used only while it matches the source found
+    now; one that does not (a source completed, replaced or moved since) is rebuilt with a
+    warning. A cache whose source is gone is used, with a warning when it does not hold the
+    official number of images (:data:`OFFICIAL_SIZES`).
 
     ``download`` is off by default so that a run never reaches for the network unasked; the
     error raised when nothing is found says how to get the data.
@@ -158,8 +169,8 @@ def load_cifar(
         split: ``"train"`` or ``"test"``.
         root: the data root; default :func:`sncn.data.data_root`.
         download: fetch the official pickles if no local source is found.
-        cache: read and write ``cache-<split>.npz``. An unreadable cache is rebuilt; a
-            read-only data root only gives a warning.
+        cache: read and write the cache. An unreadable cache is rebuilt; a cache folder that
+            cannot be written only gives a warning (naming ``$SNCN_CACHE``).
         num_threads: threads for decoding image folders (default: CPU count, at most 8).
         progress: show a tqdm bar while decoding or downloading.
 
@@ -175,32 +186,57 @@ def load_cifar(
     name = _check_cifar_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    cache_path = cifar_cache_path(name, split, root)
     root = data_root(root)
-    base = root / name
-    cache_path = base / f"cache-{split}.npz"
+    pickle_dir = _find_pickle_dir(name, root)
+    image_dir = root / name / split
+    files: list[Path] = []
+    folder_labels: list[int] = []
+    if pickle_dir is not None:
+        source, fingerprint = pickle_dir, _pickle_fingerprint(name, split, pickle_dir)
+    elif image_dir.is_dir():
+        files, folder_labels = _cifar_image_files(name, image_dir)
+        source, fingerprint = image_dir, _files_fingerprint(image_dir, files)
+    else:
+        source, fingerprint = None, None
     if cache and cache_path.is_file():
-        arrays = _read_cache(cache_path)
+        arrays = _read_cache(cache_path, name, split, source, fingerprint)
         if arrays is not None:
             return arrays
 
-    pickle_dir = _find_pickle_dir(name, root)
-    image_dir = base / split
     if pickle_dir is not None:
         images, labels = _read_pickles(name, split, pickle_dir)
-        source = str(pickle_dir)
-    elif image_dir.is_dir():
-        images, labels = _read_image_folders(name, image_dir, num_threads, progress)
-        source = str(image_dir)
+    elif source is not None:
+        images = read_images(files, expect=(32, 32), num_threads=num_threads, progress=progress)
+        labels = np.asarray(folder_labels, dtype=np.int64)
     elif download:
-        pickle_dir = download_cifar(name, root, progress=progress)
-        images, labels = _read_pickles(name, split, pickle_dir)
-        source = str(pickle_dir)
+        source = download_cifar(name, root, progress=progress)
+        fingerprint = _pickle_fingerprint(name, split, source)
+        images, labels = _read_pickles(name, split, source)
     else:
-        raise FileNotFoundError(_missing_cifar_message(name, split, root))
-
+        raise FileNotFoundError(_missing_cifar_message(name, split, root, cache_path))
     if cache:
-        _write_cache(cache_path, images, labels, source)
+        _write_cache(cache_path, images, labels, str(source), fingerprint)
     return images, labels
+
+
+def cifar_cache_path(name: str, split: str, root: str | os.PathLike | None = None) -> Path:
+    """Where :func:`load_cifar` caches a decoded split.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        split: ``"train"`` or ``"test"``.
+        root: the data root, as given to :func:`load_cifar` (None: the default root and
+            ``$SNCN_CACHE``).
+
+    Returns:
+        ``<cache folder>/<name>-<split>.npz`` (:func:`sncn.data.cache_root`).
+    """
+    return cache_root(root) / f"{_check_cifar_name(name)}-{split}.npz"
+
+
+def _title(name: str) -> str:
+    return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
 
 
 def download_cifar(
@@ -220,6 +256,9 @@ def download_cifar(
 
     Returns:
         The pickle folder, ``<root>/<name>/cifar-10-batches-py`` (or ``cifar-100-python``).
+
+    Raises:
+        PermissionError: the data root cannot be written (names it and ``$SNCN_DATA``).
     """
     name = _check_cifar_name(name)
     cls, _ = _PICKLES[name]
@@ -227,6 +266,7 @@ def download_cifar(
     target = base / cls.base_folder
     if _pickles_complete(name, target):
         return target
+    writable_folder(base, f"the {_title(name)} download", DATA_ENV)
     archive = download_file(cls.url, base / cls.filename, cls.tgz_md5, progress=progress)
     extract_tar(archive, base, cls.base_folder)
     archive.unlink()
@@ -249,6 +289,21 @@ def _find_pickle_dir(name: str, root: Path) -> Path | None:
         if folder.is_dir():
             return folder
     return None
+
+
+def _pickle_fingerprint(name: str, split: str, folder: Path) -> str:
+    """The split's pickle files and their sizes (a re-extracted archive keeps them)."""
+    sizes = [(folder / f).stat().st_size if (folder / f).is_file() else -1
+             for f in _pickle_files(name, split)]  # fmt: skip
+    return f"pickles {_pickle_files(name, split)} {sizes}"
+
+
+def _files_fingerprint(folder: Path, files: Sequence[Path]) -> str:
+    """The number of image files and a digest of their names relative to ``folder``."""
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode() + b"\n")
+    return f"images {len(files)} {digest.hexdigest()}"
 
 
 def _read_pickles(name: str, split: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -281,9 +336,43 @@ def _natural_key(path: Path) -> tuple[int, int, str]:
     return (0, int(stem), path.name) if stem.isdigit() else (1, 0, path.name)
 
 
-def _read_image_folders(
-    name: str, folder: Path, num_threads: int | None, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def image_folder_files(folder: str | os.PathLike) -> tuple[list[Path], list[int], list[str]]:
+    """The images of a class-folder dataset, ``<folder>/<class>/*.{png,jpg,jpeg}``.
+
+    Args:
+        folder: the dataset folder; each subfolder is a class.
+
+    Returns:
+        ``(files, labels, classes)``: image paths sorted by class, then by file name (numeric
+        names in numeric order); each file's class index; the class folder names in sorted
+        order (index ``i`` is ``classes[i]``).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: no class folders, or a class folder without images (names it).
+    """
+    folder = Path(folder)
+    layout = f"{folder}/<class>/*.png|jpg|jpeg"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} not found (expected the layout {layout}).")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{folder} has no class folders (expected the layout {layout}).")
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, cls in enumerate(classes):
+        members = sorted(
+            (p for p in (folder / cls).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES),
+            key=_natural_key,
+        )
+        if not members:
+            raise ValueError(f"{folder / cls} has no .png/.jpg/.jpeg images (layout {layout}).")
+        files += members
+        labels += [index] * len(members)
+    return files, labels, classes
+
+
+def _cifar_image_files(name: str, folder: Path) -> tuple[list[Path], list[int]]:
     layout = f"{folder}/<class>/*.png|jpg|jpeg"
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     expected = NUM_CLASSES[name]
@@ -296,47 +385,85 @@ def _read_image_folders(
             + f". Fix the folder, or remove it and use torchvision's pickles instead "
             f"(load_cifar({name!r}, ..., download=True))."
         )
-    files: list[Path] = []
-    labels: list[int] = []
-    for index, cls in enumerate(classes):
-        members = sorted(
-            (p for p in (folder / cls).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES),
-            key=_natural_key,
-        )
-        if not members:
-            raise ValueError(f"{folder / cls} has no .png/.jpg/.jpeg images (layout {layout}).")
-        files += members
-        labels += [index] * len(members)
+    files, labels, _ = image_folder_files(folder)
+    return files, labels
 
-    images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+
+def read_images(
+    files: Sequence[str | os.PathLike],
+    *,
+    size: int | None = None,
+    expect: tuple[int, int] | None = None,
+    num_threads: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Decode image files into one uint8 ``(N, H, W, 3)`` array, in parallel threads.
+
+    Args:
+        files: the image paths.
+        size: resize each image so that its shorter side is ``size`` px (bilinear), then crop
+            the centre ``size x size``; None keeps the images as they are.
+        expect: the ``(height, width)`` every image must have (after ``size``); None: that of
+            the first image.
+        num_threads: decoding threads (default: CPU count, at most 8).
+        progress: show a tqdm bar.
+
+    Returns:
+        uint8 ``(len(files), H, W, 3)``.
+
+    Raises:
+        ValueError: an image cannot be decoded, or has another size than ``expect`` (the
+            message names the file).
+    """
+    files = [Path(f) for f in files]
+    if not files:
+        raise ValueError("no image files to read")
+    if expect is None:
+        expect = _decode_image(files[0], size).shape[:2]
+    images = np.empty((len(files), *expect, 3), dtype=np.uint8)
     threads = num_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
-        decoded = pool.map(_decode_cifar_image, files)
-        for i, image in enumerate(
-            tqdm(decoded, total=len(files), desc=f"decode {folder}", disable=not progress)
-        ):
+        decoded = pool.map(lambda f: _decode_image(f, size), files)
+        bar = tqdm(decoded, total=len(files), desc=f"decode {files[0].parent.parent}",
+                   disable=not progress)  # fmt: skip
+        for i, image in enumerate(bar):
+            if image.shape[:2] != tuple(expect):
+                how = "pass a size to resize them" if size is None else "check the file"
+                raise ValueError(
+                    f"{files[i]} is {image.shape[1]}x{image.shape[0]}, expected "
+                    f"{expect[1]}x{expect[0]} like the other images ({how})."
+                )
             images[i] = image
-    return images, np.asarray(labels, dtype=np.int64)
+    return images
 
 
-def _decode_cifar_image(path: Path) -> np.ndarray:
+def _decode_image(path: Path, size: int | None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+            image = image.convert("RGB")
+            if size is not None:
+                w, h = image.size
+                scale = size / min(w, h)
+                w, h = max(size, round(w * scale)), max(size, round(h * scale))
+                image = image.resize((w, h), Image.BILINEAR)
+                left, top = (w - size) // 2, (h - size) // 2
+                image = image.crop((left, top, left + size, top + size))
+            return np.asarray(image)
     except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(
             f"cannot decode {path} ({e}); replace the file, or delete the folder and "
             f"extract the dataset again."
         ) from e
-    if array.shape != (32, 32, 3):
-        raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]}, expected 32x32 RGB.")
-    return array
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_cache(
+    path: Path, name: str, split: str, source: Path | None, fingerprint: str | None
+) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
+            recorded = str(z["source"]) if "source" in z.files else "unknown"
+            built_from = str(z["fingerprint"]) if "fingerprint" in z.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         warnings.warn(f"ignoring unreadable cache {path} ({e!r}); rebuilding it", stacklevel=3)
         return None
@@ -349,39 +476,55 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if not ok:
         warnings.warn(f"ignoring malformed cache {path}; rebuilding it", stacklevel=3)
         return None
+    if fingerprint is not None and (built_from != fingerprint or recorded != str(source)):
+        warnings.warn(
+            f"ignoring the cache {path} ({len(images):,} images from {recorded}): it does not "
+            f"match the source found now, {source}; rebuilding it",
+            stacklevel=3,
+        )
+        return None
+    if fingerprint is None and len(images) != OFFICIAL_SIZES[split]:
+        warnings.warn(
+            f"using the cache {path}: {len(images):,} images, not the {OFFICIAL_SIZES[split]:,} "
+            f"of the official {_title(name)} {split} split, and its source ({recorded}) is not "
+            f"there to check it against. Delete the cache if that is not intended.",
+            stacklevel=3,
+        )
     return images, labels.astype(np.int64, copy=False)
 
 
-def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray, source: str) -> None:
+def _write_cache(
+    path: Path, images: np.ndarray, labels: np.ndarray, source: str, fingerprint: str
+) -> None:
     """Write the cache atomically: a temporary file in the same folder, then a rename."""
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(path.parent, "the decoded-CIFAR cache", CACHE_ENV)
         with tempfile.NamedTemporaryFile(
             dir=path.parent, prefix=f".{path.stem}-", suffix=".npz.tmp", delete=False
         ) as f:
             tmp = Path(f.name)
-            np.savez(f, images=images, labels=labels, source=np.array(source))
+            np.savez(f, images=images, labels=labels, source=np.array(source),
+                     fingerprint=np.array(fingerprint))  # fmt: skip
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # temporary files are created private
         os.replace(tmp, path)
     except OSError as e:
-        warnings.warn(f"could not write the cache {path} ({e}); continuing without", stacklevel=3)
+        warnings.warn(f"continuing without a cache: {e}", stacklevel=3)
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
-def _missing_cifar_message(name: str, split: str, root: Path) -> str:
+def _missing_cifar_message(name: str, split: str, root: Path, cache_path: Path) -> str:
     cls, _ = _PICKLES[name]
-    title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
     return (
-        f"{title} ({split}) not found under the data root {root} "
+        f"{_title(name)} ({split}) not found under the data root {root} "
         f"(set ${DATA_ENV} or pass root=). Looked for:\n"
-        f"  {root / name / f'cache-{split}.npz'} (cache)\n"
         f"  {root / name / cls.base_folder}/ and {root / cls.base_folder}/ (torchvision pickles)\n"
         f"  {root / name / split}/<class>/*.png|jpg|jpeg (image folders)\n"
+        f"  {cache_path} (the decoded cache)\n"
         f"To obtain it: call load_cifar({name!r}, {split!r}, download=True), which fetches "
         f"{cls.url} (md5 {cls.tgz_md5}) into {root / name}/; or download that archive and "
         f"extract it into {root / name}/; or lay out image folders as above."
@@ -599,6 +742,7 @@ def download_cifar_c(
     The ~2.9 GB tar goes to ``<root>/CIFAR-10-C.tar.part`` (resumed if an earlier run was
     interrupted), is md5-checked against :data:`CIFAR_C_ARCHIVES`, renamed, extracted into a
     temporary folder and renamed into place. A wrong checksum deletes the download and raises.
+    A folder already there is kept if it is complete (:func:`official_cifar_c`), else replaced.
 
     Args:
         name: ``"cifar10"`` or ``"cifar100"``.
@@ -609,6 +753,9 @@ def download_cifar_c(
     Returns:
         The extracted folder, e.g. ``<root>/CIFAR-10-C``.
 
+    Raises:
+        PermissionError: the data root cannot be written (names it and ``$SNCN_DATA``).
+
     Reference:
         Hendrycks & Dietterich, ICLR 2019; Zenodo records 2535967 and 3555552.
     """
@@ -616,13 +763,78 @@ def download_cifar_c(
     folder, url, md5 = CIFAR_C_ARCHIVES[name]
     root = data_root(root)
     target = root / folder
-    if (target / "labels.npy").is_file():
+    if _cifar_c_problem(target) is None:
         return target
+    writable_folder(root, f"the {folder} download", DATA_ENV)
     archive = download_file(url, root / f"{folder}.tar", md5, progress=progress)
     extract_tar(archive, root, folder)
     if not keep_archive:
         archive.unlink()
     return target
+
+
+def official_cifar_c(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The official CIFAR-10-C / CIFAR-100-C folder, checked whole; None when there is none.
+
+    Every file is opened (memory-mapped, so only the headers are read) and its shape checked:
+    ``labels.npy`` of 50,000 labels and the 15 ``<corruption>.npy`` of 50,000 uint8 32 x 32
+    images each. So a truncated or missing file is found in a second, before anything trains.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        root: the data root; default :func:`sncn.data.data_root`.
+
+    Returns:
+        ``<root>/CIFAR-10-C`` (or ``CIFAR-100-C``) if it is complete; None if it does not exist
+        or holds no ``.npy`` file.
+
+    Raises:
+        ValueError: the folder holds some files but not all 16 complete ones; the message names
+            the first bad file and gives the command that downloads the folder again.
+    """
+    name = _check_cifar_name(name)
+    folder = data_root(root) / CIFAR_C_ARCHIVES[name][0]
+    if not folder.is_dir() or not any(folder.glob("*.npy")):
+        return None
+    problem = _cifar_c_problem(folder)
+    if problem is not None:
+        _, url, _ = CIFAR_C_ARCHIVES[name]
+        where = "" if root is None else f", root={str(root)!r}"
+        command = (
+            f'python -c "from sncn.data.vision import download_cifar_c; '
+            f'download_cifar_c({name!r}{where})"'
+        )
+        raise ValueError(
+            f"{problem} The official {folder.name} is incomplete. Download it again with\n"
+            f"  {command}\n(fetches {url}, about 2.9 GB, md5-checked, and replaces {folder}), "
+            f"or delete {folder} to evaluate on corruptions generated by sncn.corruptions "
+            f"instead (the tables then say 'generated')."
+        )
+    return folder
+
+
+def _cifar_c_problem(folder: Path) -> str | None:
+    """The first problem of an official CIFAR-C folder, as a sentence; None if complete."""
+    rows = NUM_SEVERITIES * OFFICIAL_SIZES["test"]
+    labels = None
+    for stem in ("labels", *CORRUPTIONS):
+        path = folder / f"{stem}.npy"
+        if not path.is_file():
+            return f"{path} is missing."
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            return f"{path} is truncated or corrupt ({e})."
+        if labels is None:
+            labels = array
+            if array.shape != (rows,):
+                return f"{path} has shape {array.shape}, expected ({rows},)."
+        elif array.dtype != np.uint8 or array.ndim != 4 or array.shape[::3] != (len(labels), 3):
+            return (
+                f"{path} holds {array.dtype} {array.shape}, expected uint8 "
+                f"({len(labels)}, H, W, 3) to match labels.npy."
+            )
+    return None
 
 
 def load_cifar_c(
