@@ -15,6 +15,9 @@ Runs (``results/<profile>/runs/``) made by other code are stale: reused with a n
 again with ``--retrain stale`` (``--retrain all``: every run). ``--runs`` lists the runs and their
 status, ``--remove-stale`` deletes the stale ones.
 
+After the notebooks, ``results/<profile>/report.html`` is written (:mod:`sncn.report`): the
+claims scoreboard, then every table and figure in the paper's order.
+
 While a notebook runs, one line shows where its training is (:func:`show_progress`: run k of n,
 epoch, step, loss, time elapsed and an estimate of the time left), from the progress records that
 :func:`sncn.train.fit` keeps in the run folders; the executed copies keep one line per epoch.
@@ -38,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sncn import results
+from sncn import report, results
 from sncn.hparams import PROFILES, notebook_parameters, resolve_parameters
 from sncn.utils import PROGRESS, progress_line, read_progress
 
@@ -296,6 +299,7 @@ def run_pipeline(
             return 1
         marker.write_text(fingerprint)
         print(f"{head}: done in {_format_seconds(time.monotonic() - start)}", flush=True)
+    print(f"report: {report.build_report(out, profile)}", flush=True)
     return 0
 
 

@@ -126,7 +126,10 @@ def temporary_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` (folders created) through a unique temporary file renamed into
+    place: a reader sees the old file or the new one, never a part."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
@@ -322,9 +325,9 @@ def save_run(run: str | os.PathLike, params: Row, metrics: Row) -> dict[str, Any
     metrics = {**metrics, "code": code_version()}
     with run_lock(run):
         text = json.dumps(params, indent=2, sort_keys=True, default=str)
-        _atomic_write(run / "params.json", text)
-        _atomic_write(run / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-        _atomic_write(run / "done", json.dumps({"finished": time.time()}))
+        atomic_write(run / "params.json", text)
+        atomic_write(run / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        atomic_write(run / "done", json.dumps({"finished": time.time()}))
     return metrics
 
 
@@ -365,7 +368,7 @@ def retrain_request(results: str | os.PathLike, runs: str) -> Iterator[Path]:
     if runs not in RETRAIN_CHOICES:
         raise ValueError(f"runs must be one of {RETRAIN_CHOICES}, got {runs!r}.")
     path = Path(results) / RETRAIN_REQUEST
-    _atomic_write(path, json.dumps({"runs": runs, "since": time.time()}))
+    atomic_write(path, json.dumps({"runs": runs, "since": time.time()}))
     try:
         yield path
     finally:
@@ -558,8 +561,10 @@ def save_table(
     title: str = "",
     notes: Sequence[str] = (),
     digits: int = 1,
+    subfolder: str = "tables",
 ) -> Path:
-    """Write ``tables/<name>.csv`` and ``tables/<name>.md`` (title, table, notes).
+    """Write ``<subfolder>/<name>.csv`` and ``<subfolder>/<name>.md`` (title, table, notes) under
+    ``results``.
 
     When ``rows`` are :class:`Rows` and some of their runs are stale, a note says so
     (:func:`stale_note`). The two files are written together under the lock of the tables folder
@@ -571,7 +576,7 @@ def save_table(
     import csv
     import io
 
-    folder = Path(results) / "tables"
+    folder = Path(results) / subfolder
     columns = list(rows[0]) if rows else []
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -583,8 +588,8 @@ def save_table(
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     with run_lock(folder):
-        _atomic_write(folder / f"{name}.csv", buffer.getvalue())
-        _atomic_write(folder / f"{name}.md", text)
+        atomic_write(folder / f"{name}.csv", buffer.getvalue())
+        atomic_write(folder / f"{name}.md", text)
     return folder / f"{name}.md"
 
 

@@ -41,6 +41,11 @@ def test_pipeline_runs_skips_and_stops_on_failure(tmp_path, capfd):
     assert (results / "smoke" / "notebooks" / "01_first.ipynb").exists()
     printed = capfd.readouterr()
     assert "done in" in printed.out
+    assert f"report: {results / 'smoke' / 'report.html'}" in printed.out  # after the notebooks
+    assert (
+        "<h1>SelfNorm and CrossNorm: results of the smoke profile</h1>"
+        in (results / "smoke" / "report.html").read_text()
+    )
     assert "without encryption" not in printed.err  # the kernel's TCP warning is not shown
 
     assert run_pipeline("smoke", notebooks, results) == 0  # same source and parameters

@@ -176,3 +176,33 @@ def test_cifar_c_generation_time_says_under_which_threads_it_holds():
     assert minutes <= (1.5 if said.group(1) == "a" else float(said.group(1)) * 1.25)
     assert re.search(rf"\b{threads} (torch )?threads?\b", claim), claim
     assert "--threads 1" in claim, claim
+
+
+# ---------------------------------------------------------------------------------------------
+# quick-profile results
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quick_results_in_the_readme_are_the_committed_tables():
+    """Every number the README quotes from the quick profile is in a committed table of
+    ``results/quick/tables/`` (the README summarises the run files, it does not type results)."""
+    section = README.split("### Quick-profile results")[1].split("\n## ")[0]
+    rows = markdown_rows(section)
+    assert rows[0][-1] == "result" and len(rows) == 8  # header and the seven notebooks
+    tables = ROOT / "results" / "quick" / "tables"
+    measured = set(re.findall(r"\d+\.\d+", " ".join(p.read_text() for p in tables.glob("*.md"))))
+    quoted = [n for row in rows[1:] for n in re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", row[-1])]
+    assert len(quoted) >= 20
+    missing = sorted(set(quoted) - measured)
+    assert not missing, f"README quick results not in results/quick/tables: {missing}"
+
+
+def test_the_readme_scoreboard_is_generated_from_the_committed_claims():
+    from sncn import claims
+
+    profile = ROOT / "results" / "quick"
+    block = claims.readme_block(profile, "quick")
+    assert block in README, (
+        "README scoreboard out of date: run python -m sncn.claims --profile quick"
+    )
+    assert len(markdown_rows(block)) == len(claims.CLAIMS) + 1
