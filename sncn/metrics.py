@@ -20,7 +20,7 @@ from torch import Tensor
 
 # The 15 benchmark corruptions of Hendrycks & Dietterich in the paper's table order; one
 # definition for the package, re-exported here for metric users.
-from sncn.corruptions import CORRUPTIONS
+from sncn.corruptions import CORRUPTIONS, GROUPS
 
 __all__ = [
     "ABSENT",
@@ -34,6 +34,7 @@ __all__ = [
     "corruption_errors",
     "count_errors",
     "error_table",
+    "group_errors",
     "imagenet_ce",
     "imagenet_mce",
     "iou_from_confusion",
@@ -188,6 +189,22 @@ def corruption_errors(
     """
     table = error_table(errors, corruptions)
     return dict(zip(corruptions, table.mean(axis=1).tolist(), strict=True))
+
+
+def group_errors(
+    errors: Mapping[str, Sequence[float]], groups: Mapping[str, Sequence[str]] = GROUPS
+) -> dict[str, float]:
+    """Mean error of each corruption group (noise, blur, weather, digital: the benchmark's four
+    categories, :data:`sncn.corruptions.GROUPS`) over its corruptions and severities.
+
+    Args:
+        errors: ``{corruption: [E_1, ..., E_5]}`` in percent.
+        groups: ``{group: corruptions}``.
+
+    Returns:
+        ``{group: error}`` in percent.
+    """
+    return {g: float(error_table(errors, members).mean()) for g, members in groups.items()}
 
 
 def cifar_mce(

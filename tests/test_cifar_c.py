@@ -9,6 +9,7 @@ import torch
 from sncn.data.vision import normalize
 from sncn.experiments import cifar_c
 from sncn.hparams import CIFAR_BACKBONES, CIFAR_METHODS, FIXMATCH, cifar_setting
+from sncn.metrics import group_errors
 
 
 def test_subset_is_class_balanced_and_seeded():
@@ -61,6 +62,18 @@ def test_table_rows():
     assert row["mCE std"] == pytest.approx(np.std([30.0, 32.0], ddof=1))
     assert row["paper mCE"] == 26.9 and row["ours - paper"] == pytest.approx(4.1)
     assert row["CIFAR-C"] == "generated"
+    # relative robustness: the corruption gap over seeds (25, 25) and each group's mean error
+    assert row["mCE - clean"] == 25.0 and row["mCE - clean std"] == 0.0
+    assert [row[f"{g} error"] for g in ("noise", "blur", "weather", "digital")] == [30.0] * 4
+
+
+def test_group_errors_average_each_category_over_its_corruptions_and_severities():
+    errors = {c: [float(i)] * 5 for i, c in enumerate(cifar_c.CORRUPTIONS)}
+    errors["snow"] = [0.0, 0.0, 0.0, 0.0, 10.0]
+    groups = group_errors(errors)
+    assert groups == {"noise": 1.0, "blur": 4.5, "weather": (2.0 + 8.0 + 9.0) / 3, "digital": 12.0}
+    no_errors = cifar_c.robustness_columns([{"mce": 30.0, "clean_error": 10.0}])
+    assert no_errors["mCE - clean"] == 20.0 and no_errors["noise error"] is None
 
 
 class LinearProbe:

@@ -16,7 +16,7 @@ from torchvision.models.resnet import ResNet as TorchvisionResNet
 from sncn.data import data_root
 from sncn.experiments import imagenet_c
 from sncn.layers import style_layers
-from sncn.metrics import CORRUPTIONS
+from sncn.metrics import CORRUPTIONS, relative_mce
 from sncn.train import ImageCrossNormAugMixTrainer, step_schedule
 
 
@@ -93,6 +93,7 @@ def test_paper_tables_are_consistent():
             "method": "sncn",
             "clean err": 30.0,
             "mCE": 60.0,
+            "relative mCE": pytest.approx(relative_mce(fake["errors"], 30.0)),
             "paper clean err": 23.3,
             "paper mCE": 70.4,
         }

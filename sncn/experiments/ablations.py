@@ -293,6 +293,7 @@ def study_rows(results: list[tuple[Arm, list[dict[str, Any]]]]) -> Rows:
             "clean error": mean_std([m["clean_error"] for m in seeds])[0],
             "mCE": mce,
             "mCE std": mce_std,
+            **cifar_c.robustness_columns(seeds),
             "seeds": len(seeds),
             "dataset": ", ".join(sorted(str(d) for d in _datasets(seeds))),
             "paper mCE": paper_number(arm, seeds),

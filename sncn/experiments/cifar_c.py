@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sncn import results
-from sncn.corruptions import CORRUPTIONS, SEVERITIES, make_c
+from sncn.corruptions import CORRUPTIONS, GROUPS, SEVERITIES, make_c
 from sncn.data import cache_root, data_root
 from sncn.data.augmix import AugMixViews, augmix_loader
 from sncn.data.vision import (
@@ -35,7 +35,7 @@ from sncn.data.vision import (
     random_crop_flip,
 )
 from sncn.hparams import cifar_setting
-from sncn.metrics import ErrorMeter, cifar_mce
+from sncn.metrics import ErrorMeter, cifar_mce, group_errors
 from sncn.models import create_model
 from sncn.train import AugMixTrainer, ConsistencyTrainer, Trainer, cosine_schedule, fit, sgd
 from sncn.utils import resolve_device
@@ -406,6 +406,25 @@ def paper_number(dataset: str, backbone: str, method: str) -> float | None:
     return results.paper_value(results.TABLE14, results.TABLE14_METHODS, dataset, backbone, column)
 
 
+def robustness_columns(seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Relative robustness beside an mCE, from the runs' metrics (one dict per seed, each with
+    ``clean_error``, ``mce`` and ``errors``): ``mCE - clean``, the corruption gap (mean and spread
+    over seeds: what the corruptions add, comparable when clean errors differ), and the mean error
+    of each corruption group (noise, blur, weather, digital: :func:`sncn.metrics.group_errors`;
+    None when a run kept no per-corruption errors)."""
+    gap, gap_std = results.mean_std([m["mce"] - m["clean_error"] for m in seeds])
+    groups = [group_errors(m["errors"]) for m in seeds if "errors" in m]
+    complete = len(groups) == len(seeds)
+    return {
+        "mCE - clean": gap,
+        "mCE - clean std": gap_std,
+        **{
+            f"{g} error": results.mean_std([e[g] for e in groups])[0] if complete else None
+            for g in GROUPS
+        },
+    }
+
+
 def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -> results.Rows:
     """Rows of Table 1 (and 14/15): ours (mean over seeds, and spread) next to the paper.
 
@@ -426,6 +445,7 @@ def table_rows(runs: Sequence[tuple[str, str, str, Sequence[dict[str, Any]]]]) -
             "clean error": results.mean_std([m["clean_error"] for m in seeds])[0],
             "mCE": mce,
             "mCE std": mce_std,
+            **robustness_columns(seeds),
             "paper mCE": paper,
             "ours - paper": None if paper is None else mce - paper,
             "paper column": f"Table {table if table == '1' else '14/15'}: {column}",

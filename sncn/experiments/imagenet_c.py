@@ -93,7 +93,7 @@ from sncn.data.vision import (
     load_cifar,
 )
 from sncn.hparams import IMAGENET_SETTING
-from sncn.metrics import imagenet_ce, imagenet_mce
+from sncn.metrics import imagenet_ce, imagenet_mce, relative_mce
 from sncn.models import create_model
 from sncn.models.resnet import load_pretrained, torchvision_resnet50_state
 from sncn.train import (
@@ -970,6 +970,14 @@ def _short(name: str) -> str:
     }[name]
 
 
+def _relative(metrics: Mapping[str, Any]) -> float | None:
+    """Hendrycks and Dietterich's relative mCE of a run (AlexNet-normalised degradation from its
+    clean error, :func:`sncn.metrics.relative_mce`), or None without per-corruption errors."""
+    if "errors" not in metrics:
+        return None
+    return relative_mce(metrics["errors"], metrics["clean_error"])
+
+
 def table2_rows(runs: Mapping[str, Mapping[str, Any]]) -> results.Rows:
     """Table 2: clean error, CE per corruption and mCE; ours, then the paper's rows
     (:class:`sncn.results.Rows` of our runs shown: the table notes stale ones)."""
@@ -979,11 +987,11 @@ def table2_rows(runs: Mapping[str, Mapping[str, Any]]) -> results.Rows:
             continue
         row = {"source": "ours", "method": method, "Clean": m["clean_error"]}
         row.update({_short(c): m["ce"][c] for c in CORRUPTIONS})
-        rows.append({**row, "mCE": m["mce"]})
+        rows.append({**row, "mCE": m["mce"], "relative mCE": _relative(m)})
     for label, values in PAPER_TABLE2.items():
         row = {"source": "paper", "method": label, "Clean": values[0]}
         row.update({_short(c): v for c, v in zip(CORRUPTIONS, values[1:16], strict=True)})
-        rows.append({**row, "mCE": values[16]})
+        rows.append({**row, "mCE": values[16], "relative mCE": None})
     return results.Rows(rows, runs=[m for m in runs.values() if "ce" in m])
 
 
@@ -996,6 +1004,7 @@ def ablation_rows(table: str, runs: Mapping[str, Mapping[str, Any]]) -> results.
             "method": method,
             "clean err": runs[method]["clean_error"],
             "mCE": runs[method].get("mce"),
+            "relative mCE": _relative(runs[method]),
             "paper clean err": paper[method][0],
             "paper mCE": paper[method][1],
         }

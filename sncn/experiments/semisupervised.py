@@ -39,6 +39,7 @@ from sncn.experiments.cifar_c import (
     corrupted_test_data,
     corrupted_test_set,
     evaluate_error,
+    robustness_columns,
     robustness_metrics,
     subset,
 )
@@ -290,6 +291,7 @@ def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> res
             "clean change": None if base is None else clean - _mean(base, "clean_error"),
             "corruption error": mce,
             "corruption change": None if base is None else mce - _mean(base, "mce"),
+            **robustness_columns(seeds),
             "steps": seeds[0]["steps"],
             "CIFAR-10-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
