@@ -155,6 +155,19 @@ FROST_FILES: tuple[str, ...] = (
 )
 FROST_USED = 5
 
+#: sha256 of each frost photograph (hendrycks/robustness @ 8190fe3, ``ImageNet-C/create_c/``).
+FROST_SHA256: dict[str, str] = {
+    "frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+    "frost6.jpg": "1f92b2f48408748085b68dd81d816ef239f42cef3029c25d041fcb6760fb4f25",
+}
+
+#: The copy of the frost photographs that ships inside the package (Apache-2.0, see its README).
+PACKAGED_FROST = Path(__file__).resolve().parent / "assets" / "frost"
+
 
 # ---------------------------------------------------------------------------------------------
 # Parameter tables (plain data)
@@ -1029,7 +1042,8 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
     """Find the folder of the frost photographs.
 
     Looked for, in order: ``frost_dir``; ``<data root>/frost`` (:func:`sncn.data.data_root`); the
-    ``frost`` folder inside the installed ``imagecorruptions`` package (found without importing it).
+    copy shipped inside ``sncn`` (:data:`PACKAGED_FROST`); the ``frost`` folder inside the
+    installed ``imagecorruptions`` package (found without importing it).
 
     Args:
         frost_dir: an explicit folder holding ``frost1.png`` ... ``frost6.jpg``.
@@ -1046,6 +1060,7 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
     if frost_dir is not None:
         tried.append(Path(frost_dir))
     tried.append(data_root() / "frost")
+    tried.append(PACKAGED_FROST)
     spec = importlib.util.find_spec("imagecorruptions")
     if spec is not None and spec.origin is not None:
         tried.append(Path(spec.origin).parent / "frost")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -558,9 +559,22 @@ def test_frost_adds_a_crop_of_a_frost_photograph(table, size):
     assert (corrupt(white, "frost", 5, table=table, generator=gen()) >= image_w - 1e-6).all()
 
 
+def test_frost_photographs_ship_with_the_package(tmp_path, monkeypatch):
+    """With an empty data root and no imagecorruptions, frost uses sncn's own copy (the
+    reference's bytes, by checksum)."""
+    monkeypatch.setenv("SNCN_DATA", str(tmp_path))
+    monkeypatch.setattr(C.importlib.util, "find_spec", lambda name: None)
+    assert C.find_frost_dir() == C.PACKAGED_FROST
+    for name in C.FROST_FILES:
+        digest = hashlib.sha256((C.PACKAGED_FROST / name).read_bytes()).hexdigest()
+        assert digest == C.FROST_SHA256[name], name
+    assert corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, generator=gen()).shape == (1, 3, 32, 32)
+
+
 def test_frost_without_photographs_says_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SNCN_DATA", str(tmp_path))
     monkeypatch.setattr(C.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(C, "PACKAGED_FROST", tmp_path / "not-installed")
     with pytest.raises(FileNotFoundError, match="frost1.png.*pip install imagecorruptions"):
         corrupt(torch.zeros(1, 3, 32, 32), "frost", 1)
 
