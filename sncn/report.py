@@ -118,12 +118,10 @@ def build_report(profile_dir: str | os.PathLike, profile: str) -> Path:
     for section in SECTIONS:
         seconds = notebook_seconds(profile_dir, section.notebook)
         took = (
-            "no executed copy"
+            "no execution time recorded"
             if seconds is None
-            else (
-                f"its last execution took {format_seconds(seconds)}"
-                + (" (finished runs read back)" if seconds < 60 else "")
-            )
+            else f"its last execution took {format_seconds(seconds)} (training included only "
+            "when runs were trained, not read back)"
         )
         parts.append(f"<h2>{html.escape(section.caption)}</h2>")
         parts.append(f'<p class="meta">notebooks/{section.notebook}.ipynb: {took}</p>')

@@ -75,8 +75,8 @@ def test_report_shows_tables_times_and_what_is_missing(tmp_path):
     text = report.build_report(profile_folder(tmp_path), "quick").read_text()
     assert "<td>54.0</td>" in text and "<li>profile quick</li>" in text
     assert text.index("<h3>A</h3>") < text.index("<h3>B</h3>")  # globbed tables in name order
-    assert "notebooks/01_cifar_c.ipynb: its last execution took 26m32s" in text
-    assert "notebooks/05_segmentation.ipynb: no executed copy" in text
+    assert "notebooks/01_cifar_c.ipynb: its last execution took 26m32s (training included" in text
+    assert "notebooks/05_segmentation.ipynb: no execution time recorded" in text
     assert "table2_imagenet_c: not written at this profile." in text
     assert "figures/figure4_fixmatch.png: not written." in text
     assert not re.search(r"<h1>CIFAR-C", text)  # a table's title sits under its section
