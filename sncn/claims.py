@@ -240,15 +240,15 @@ def judge(claim: Claim, tables: str | os.PathLike) -> dict[str, Any]:
     row: dict[str, Any] = {"claim": claim.claim, "paper": claim.paper, "table": claim.table}
     found = read_table(tables, claim.table)
     rows, notes = found if found else ([], "")
-    arm = _arm(rows, claim, claim.arm)
     names = (claim.reference,) if isinstance(claim.reference, str) else claim.reference
-    refs = [a for a in (_arm(rows, claim, n) for n in names) if a is not None]
-    if arm is None or len(refs) < len(names):
-        missing = [n for n in (claim.arm, *names) if _arm(rows, claim, n) is None]
+    arms = {n: _arm(rows, claim, n) for n in (claim.arm, *names)}
+    missing = [n for n, a in arms.items() if a is None]
+    if missing:
         why = "no table" if found is None else f"no row {', '.join(missing)}"
         return {**row, "data": claim.default_data, "ours": "-", "reference": "-", "effect": "-",
                 "95% CI": "-", "paper effect": "-", "verdict": "not run", "why": why}  # fmt: skip
-    ref = (min if claim.lower else max)(refs, key=lambda a: a.mean)
+    arm = arms[claim.arm]
+    ref = (min if claim.lower else max)((arms[n] for n in names), key=lambda a: a.mean)
     diff, low, high = difference_interval(arm, ref)
     paper = None if arm.paper is None or ref.paper is None else arm.paper - ref.paper
     seeds = min(arm.seeds, ref.seeds)

@@ -43,7 +43,7 @@ from typing import Any
 
 from sncn import report, results
 from sncn.hparams import PROFILES, notebook_parameters, resolve_parameters
-from sncn.utils import PROGRESS, progress_line, read_progress
+from sncn.utils import PROGRESS, format_seconds, progress_line, read_progress
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,11 +118,6 @@ def _fingerprint(notebook: Path, parameters: dict) -> str:
     digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     digest.update(results.code_version()["sncn"].encode())  # other code: run it again
     return digest.hexdigest()
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def latest_progress(out: Path, since: float) -> dict[str, Any] | None:
@@ -291,14 +286,14 @@ def run_pipeline(
                 )
         except Exception as error:  # papermill raises PapermillExecutionError and others
             print(
-                f"{head}: FAILED after {_format_seconds(time.monotonic() - start)}: "
+                f"{head}: FAILED after {format_seconds(time.monotonic() - start)}: "
                 f"{_error_message(error)}\n"
                 f"  executed copy with the traceback: {executed}",
                 flush=True,
             )
             return 1
         marker.write_text(fingerprint)
-        print(f"{head}: done in {_format_seconds(time.monotonic() - start)}", flush=True)
+        print(f"{head}: done in {format_seconds(time.monotonic() - start)}", flush=True)
     print(f"report: {report.build_report(out, profile)}", flush=True)
     return 0
 

@@ -11,6 +11,7 @@ folder and stays small. Files a profile did not write are listed as missing, nev
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -90,10 +91,15 @@ def notebook_seconds(profile_dir: str | os.PathLike, stem: str) -> float | None:
     return float(duration) if duration is not None else None
 
 
-def _markdown_to_html(text: str) -> str:
+@functools.cache
+def _markdown():
     import mistune  # with nbconvert (the notebooks extra)
 
-    body = mistune.create_markdown(plugins=["table"])(text)
+    return mistune.create_markdown(plugins=["table"])
+
+
+def _markdown_to_html(text: str) -> str:
+    body = _markdown()(text)
     return re.sub(r"<(/?)h1>", r"<\1h3>", body)  # a table's title sits under its section
 
 
