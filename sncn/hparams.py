@@ -505,6 +505,11 @@ PARAMETER_RULES: dict[str, _Rule] = {
     **{name: _NONEMPTY for name in ("DATASETS", "BACKBONES", "METHODS", "VARIANTS", "STUDIES")},
     "SN_CORRUPTIONS": _NONEMPTY,
     "SEEDS": _ints_at_least(0),
+    "LADDER_SEEDS": _ints_at_least(0),
+    "LADDER": (
+        "a list of ints of at least 1 (may be empty)",
+        lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v),
+    ),
     "LABELS": _ints_at_least(1),
     "LAYERS": _ints_at_least(1, 4),
     "IMAGE_SIZE": (

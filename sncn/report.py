@@ -47,6 +47,9 @@ SECTIONS: tuple[Section, ...] = (
             ("claims",)),
     Section("Table 1 (and Tables 14/15): mean corruption error on CIFAR-10-C / CIFAR-100-C",
             "01_cifar_c", ("table1",), ("cifar_c_heatmap_*",)),
+    Section("Not in the paper: where the effects appear, errors against the training budget "
+            "(the cells of Table 1 trained for other lengths)", "01_cifar_c", ("budget_curves",),
+            ("budget_curves_*",)),
     Section("Table 2 and Tables 16-19: ImageNet-C, ResNet-50 with SelfNorm, CrossNorm, IBN",
             "03_imagenet_c", ("table2_imagenet_c", "table16_imagenet_c", "table17_imagenet_c",
                               "table18_imagenet_c", "table19_imagenet_c", "imagenet_c_errors",

@@ -9,7 +9,7 @@ import torch
 from sncn.data.vision import normalize
 from sncn.experiments import cifar_c
 from sncn.hparams import CIFAR_BACKBONES, CIFAR_METHODS, FIXMATCH, cifar_setting
-from sncn.metrics import group_errors
+from sncn.metrics import cifar_mce, group_errors
 
 
 def test_subset_is_class_balanced_and_seeded():
@@ -116,3 +116,60 @@ def test_evaluation_normalises_test_images_with_the_given_mean_and_std(tmp_path)
         expected = [by_hand(images[k * 40 : (k + 1) * 40], labels[k * 40 : (k + 1) * 40],
                             mean, std) for k in range(5)]  # fmt: skip
         assert all(out["errors"][name] == expected for name in cifar_c.CORRUPTIONS)
+
+
+def test_mce_standard_error_is_the_spread_of_a_new_draw_of_test_images():
+    rng = np.random.default_rng(0)
+    n = 400
+    hardness = rng.uniform(0, 1, n)  # per image: the same images are hard under every corruption
+    wrong = {c: [rng.uniform(0, 1, n) < hardness * (0.5 + 0.1 * s) for s in range(5)]
+             for c in cifar_c.CORRUPTIONS}  # fmt: skip
+    se = cifar_c.mce_standard_error(wrong)
+    # the same quantity by brute force: the mCE (cifar_mce of the 75 errors) over bootstrap
+    # resamples of the n images, the model fixed
+    draws = []
+    for _ in range(2000):
+        take = rng.integers(0, n, n)
+        errors = {c: [100.0 * w[take].mean() for w in ws] for c, ws in wrong.items()}
+        draws.append(cifar_mce(errors))
+    assert se == pytest.approx(np.std(draws), rel=0.08)
+    # correlated cells: far above the error of 75 x n independent predictions
+    assert se > 3 * 100 * np.sqrt(0.25 / (75 * n))
+    uneven = {**wrong, "snow": [w[:-1] for w in wrong["snow"]]}
+    assert cifar_c.mce_standard_error(uneven) is None
+
+
+def test_curve_rows_pair_each_method_with_the_reference_seed_by_seed():
+    errors = {c: [10.0] * 5 for c in cifar_c.CORRUPTIONS}
+
+    def seeds(clean, mce, steps):
+        return [{"clean_error": c, "mce": m, "steps": steps, "errors": errors, "mce_se": 0.5,
+                 "cifar_c": "generated"} for c, m in zip(clean, mce, strict=True)]  # fmt: skip
+
+    rungs = [
+        (4, [("cifar10", "wrn", "basic", seeds([40, 44], [50, 56], 64)),
+             ("cifar10", "wrn", "cn", seeds([42, 47], [49, 54], 64))]),
+        (1, [("cifar10", "wrn", "basic", seeds([60, 61], [65, 66], 16)),
+             ("cifar10", "wrn", "cn", seeds([70, 72], [72, 75], 16))]),
+    ]  # fmt: skip
+    rows = cifar_c.curve_rows(rungs)
+    assert [(r["method"], r["steps"]) for r in rows] == [
+        ("basic", 16),
+        ("basic", 64),
+        ("cn", 16),
+        ("cn", 64),
+    ]
+    cn = rows[3]
+    assert cn["epochs"] == 4 and cn["seeds"] == 2 and cn["mCE"] == 51.5
+    assert cn["mCE - basic"] == -1.5
+    assert cn["mCE - basic std"] == pytest.approx(np.std([-1, -2], ddof=1))
+    assert cn["clean - basic"] == 2.5
+    assert cn["mCE - clean"] == pytest.approx(np.mean([7, 7])) and cn["gap - basic"] == -4.0
+    assert cn["mCE SE (images)"] == 0.5 and rows[1]["mCE - basic"] == 0.0
+    assert len(rows.codes) == 8  # every run behind the rows (for the stale note)
+    old = [("cifar10", "wrn", "basic", [{k: v for k, v in s.items() if k != "steps"}
+                                         for s in seeds([1], [2], 0)])]  # fmt: skip
+    with pytest.raises(ValueError, match="retrain stale"):
+        cifar_c.curve_rows([(1, old)])
+    with pytest.raises(TypeError, match="ladder"):
+        cifar_c.run_ladder(["cifar10"], ["wrn"], ["basic"], [1], [0], ".", epochs=3)

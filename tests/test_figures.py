@@ -42,6 +42,22 @@ def heatmap(tmp_path):
     return cifar_c.heatmap_figure({"basic": run(50.0), "sncn": run(40.0)}, "cifar10 wrn")
 
 
+def budget_curves(tmp_path):
+    rng = np.random.default_rng(1)
+    rungs = []
+    for epochs, steps in ((1, 8), (2, 16), (4, 32)):
+        grid = []
+        for method in ("basic", "sn", "cn", "sncn"):
+            seeds = [{"mce": rng.uniform(40, 60), "clean_error": rng.uniform(20, 40),
+                      "errors": {c: list(rng.uniform(0, 100, 5)) for c in CORRUPTIONS},
+                      "steps": steps, "mce_se": 0.8, "cifar_c": "generated"}
+                     for _ in range(2)]  # fmt: skip
+            grid.append(("cifar10", "wrn", method, seeds))
+        rungs.append((epochs, grid))
+    rows = cifar_c.curve_rows(rungs)
+    return cifar_c.budget_figure(rows, "cifar10", "wrn", "CIFAR-C generated here", title="WRN-10-2")
+
+
 def figure9(tmp_path, dataset="cifar100"):
     out = {}
     for study in ablations.FIG9_PANELS:
@@ -126,6 +142,7 @@ def image_crossnorm(tmp_path):
 
 FIGURES = {
     "cifar_c_heatmap": heatmap,
+    "budget_curves": budget_curves,
     "fig9": figure9,
     "figure4": figure4,
     "table4": table4,
@@ -137,9 +154,9 @@ FIGURES = {
 }
 
 #: what each title must name
-NAMES = {"cifar_c_heatmap": "Table 1", "fig9": "Figure 9", "figure4": "Figure 4",
-         "table4": "Table 4", "segmentation": "Table", "fig1": "Figure 1", "fig5": "Figure 5",
-         "fig6": "Figure 6", "fig14": "Figure 14"}  # fmt: skip
+NAMES = {"cifar_c_heatmap": "Table 1", "budget_curves": "training budget", "fig9": "Figure 9",
+         "figure4": "Figure 4", "table4": "Table 4", "segmentation": "Table", "fig1": "Figure 1",
+         "fig5": "Figure 5", "fig6": "Figure 6", "fig14": "Figure 14"}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=sorted(FIGURES))

@@ -35,7 +35,7 @@ from sncn.data.vision import (
     random_crop_flip,
 )
 from sncn.hparams import cifar_setting
-from sncn.metrics import ErrorMeter, cifar_mce, group_errors
+from sncn.metrics import cifar_mce, group_errors
 from sncn.models import create_model
 from sncn.train import AugMixTrainer, ConsistencyTrainer, Trainer, cosine_schedule, fit, sgd
 from sncn.utils import resolve_device
@@ -121,15 +121,15 @@ def corrupted_test_data(
 
 
 @torch.no_grad()
-def evaluate_error(
+def wrong_predictions(
     trainer: Trainer,
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int = 500,
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
-) -> float:
-    """Top-1 error (%) of ``trainer.predict`` on uint8 NHWC images.
+) -> np.ndarray:
+    """Which of the uint8 NHWC ``images`` ``trainer.predict`` gets wrong (top-1).
 
     Args:
         trainer: the model's trainer (``predict`` and ``device`` are used).
@@ -139,34 +139,67 @@ def evaluate_error(
             0.5, the paper's CIFAR code; FixMatch uses its own, :data:`sncn.hparams.FIXMATCH`).
 
     Returns:
-        The error in percent.
+        A boolean array ``(N,)``, True where the prediction is wrong.
     """
-    meter = ErrorMeter()
+    wrong = []
     loader = ArrayLoader(images, labels, batch_size, device=trainer.device,
                          transform=partial(normalize, mean=mean, std=std))  # fmt: skip
     for x, y in loader:
-        meter.update(trainer.predict(x), y)
-    return meter.error
+        predictions = trainer.predict(x)
+        predictions = predictions.argmax(dim=1) if predictions.ndim == 2 else predictions
+        wrong.append((predictions != y).cpu().numpy())
+    if not wrong:
+        raise ValueError("no test images")
+    return np.concatenate(wrong)
 
 
-def corruption_errors(
+def evaluate_error(
+    trainer: Trainer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 500,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
+) -> float:
+    """Top-1 error (%) of ``trainer.predict`` on uint8 NHWC images (arguments as
+    :func:`wrong_predictions`)."""
+    return 100.0 * float(wrong_predictions(trainer, images, labels, batch_size, mean, std).mean())
+
+
+def corruption_wrong(
     trainer: Trainer,
     folder: Path,
     n_test: int | None = None,
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
-) -> dict[str, list[float]]:
-    """``{corruption: [error at severity 1..5]}`` (%) on a CIFAR-C folder (first ``n_test``),
-    the images normalised with ``mean`` and ``std`` (:func:`evaluate_error`)."""
-    errors: dict[str, list[float]] = {}
+) -> dict[str, list[np.ndarray]]:
+    """``{corruption: [wrong predictions at severity 1..5]}`` on a CIFAR-C folder (the same
+    class-balanced ``n_test`` images of each file, :func:`subset`, so that item ``i`` is one test
+    image under all 75 corruptions), normalised with ``mean`` and ``std``."""
+    wrong: dict[str, list[np.ndarray]] = {}
     for corruption in CORRUPTIONS:
-        errors[corruption] = []
+        wrong[corruption] = []
         for severity in SEVERITIES:
             images, labels = load_cifar_c(folder, corruption, severity)
             if n_test is not None and n_test < len(labels):
                 images, labels = subset(images, labels, n_test, 0)
-            errors[corruption].append(evaluate_error(trainer, images, labels, mean=mean, std=std))
-    return errors
+            wrong[corruption].append(wrong_predictions(trainer, images, labels, mean=mean, std=std))
+    return wrong
+
+
+def mce_standard_error(wrong: Mapping[str, Sequence[np.ndarray]]) -> float | None:
+    """The standard error (percentage points) of the CIFAR mCE from its test images.
+
+    The mCE is the mean of 75 errors measured on the same ``n`` images, so it equals the mean over
+    images of ``w_i``, the share of the 75 corruptions under which image ``i`` is misclassified;
+    its standard error is ``std(w) / sqrt(n)`` (the spread a new draw of ``n`` test images would
+    give, with the model fixed). None when the files hold different numbers of images.
+    """
+    cells = [np.asarray(w, dtype=np.float64) for ws in wrong.values() for w in ws]
+    if len({len(c) for c in cells}) != 1 or len(cells[0]) < 2:
+        return None
+    share = np.mean(cells, axis=0)  # (n,) w_i
+    return 100.0 * float(share.std(ddof=1) / np.sqrt(len(share)))
 
 
 def robustness_metrics(
@@ -183,20 +216,27 @@ def robustness_metrics(
 
     Args:
         trainer: the model's trainer.
-        test_x, test_y: the clean test images (uint8 NHWC) and labels.
+        test_x, test_y: the clean test images (uint8 NHWC) and labels: every runner passes the
+            whole test set (10,000 images), whatever ``test_subset`` is.
         c_folder: the CIFAR-C folder (:func:`corrupted_test_set`).
         source: ``"official"`` or ``"generated"``, recorded as ``cifar_c``.
         test_subset: images per corruption and severity (0: all).
         mean, std: the normalisation of every test image (default 0.5 and 0.5, the paper's).
 
     Returns:
-        ``clean_error``, ``mce``, ``errors`` (``{corruption: [E_1..E_5]}``) and ``cifar_c``
-        (``source``: which CIFAR-C, official or generated).
+        ``clean_error`` with ``clean_images``, ``mce`` with ``mce_se`` (its standard error over
+        test images, :func:`mce_standard_error`) and ``c_images`` (images per corruption and
+        severity), ``errors`` (``{corruption: [E_1..E_5]}``) and ``cifar_c`` (``source``: which
+        CIFAR-C, official or generated).
     """
-    errors = corruption_errors(trainer, c_folder, test_subset or None, mean, std)
+    wrong = corruption_wrong(trainer, c_folder, test_subset or None, mean, std)
+    errors = {c: [100.0 * float(w.mean()) for w in ws] for c, ws in wrong.items()}
     return {
         "clean_error": evaluate_error(trainer, test_x, test_y, mean=mean, std=std),
+        "clean_images": len(test_y),
         "mce": cifar_mce(errors),
+        "mce_se": mce_standard_error(wrong),
+        "c_images": len(wrong[CORRUPTIONS[0]][0]),
         "errors": errors,
         "cifar_c": source,
     }
@@ -310,7 +350,8 @@ def run(
 
     Returns:
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
-        "generated"), ``history`` (per epoch), ``train_seconds``, ``train_images_per_second``,
+        "generated"), ``history`` (per epoch), ``steps`` (optimiser steps), ``train_seconds``,
+        ``train_images_per_second``,
         ``code`` (the code version, :func:`sncn.results.code_version`).
     """
     setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
@@ -328,7 +369,7 @@ def run(
             return reused
         dev = resolve_device(device)
         train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
-        test_x, test_y = subset(*load_cifar(dataset, "test", root), test_subset or None, seed)
+        test_x, test_y = load_cifar(dataset, "test", root)  # clean error: every test image
         c_folder, source = corrupted_test_set(dataset, test_subset or None, root)
         if source != data["cifar_c"]:
             raise RuntimeError(f"{dataset}: CIFAR-C changed while the run was set up; run again.")
@@ -366,6 +407,7 @@ def run(
         metrics = {
             **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
             "history": history,
+            "steps": setting["epochs"] * steps_per_epoch,
             "train_seconds": train_seconds,
             "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
         }
@@ -397,6 +439,177 @@ def run_grid(
     ]  # fmt: skip
 
 
+Grid = list[tuple[str, str, str, list[dict[str, Any]]]]
+
+
+def run_ladder(
+    datasets: Sequence[str],
+    backbones: Sequence[str],
+    methods: Sequence[str],
+    ladder: Sequence[int],
+    seeds: Sequence[int],
+    results_dir: str | os.PathLike,
+    **budget: Any,
+) -> list[tuple[int, Grid]]:
+    """:func:`run_grid` once per training length of ``ladder`` (epochs over the same training
+    images, each run with its own full cosine schedule), for the budget curves.
+
+    Args:
+        datasets, backbones, methods, seeds: the grid of every rung.
+        ladder: epochs of each rung.
+        results_dir: the profile's results folder.
+        **budget: :func:`run`'s other keyword arguments (not ``epochs``).
+
+    Returns:
+        ``[(epochs, grid)]`` in the order of ``ladder``.
+    """
+    if "epochs" in budget:
+        raise TypeError("run_ladder takes the epochs from ladder, not from epochs=")
+    return [
+        (epochs, run_grid(datasets, backbones, methods, seeds, results_dir, epochs=epochs,
+                          **budget))
+        for epochs in ladder
+    ]  # fmt: skip
+
+
+def _paired(values: Sequence[float], reference: Sequence[float]) -> tuple[float, float]:
+    """Mean and std over seeds of ``values - reference``, seed by seed (NaN without a pair)."""
+    if len(values) != len(reference):
+        return float("nan"), float("nan")
+    return results.mean_std([a - b for a, b in zip(values, reference, strict=True)])
+
+
+def curve_rows(rungs: Sequence[tuple[int, Grid]], reference: str = "basic") -> results.Rows:
+    """The budget curves as table rows: one per (dataset, backbone, method, rung).
+
+    Each row has the optimiser steps, the seeds, clean error, mCE and the corruption gap (mean
+    and std over seeds), the mean standard error of the mCE over test images, the differences
+    from ``reference`` (the same rung and seeds, paired seed by seed) and the corruption-group
+    errors (:func:`robustness_columns`).
+
+    Args:
+        rungs: ``[(epochs, grid)]`` (:func:`run_ladder`; the main grid may be one of them).
+        reference: the method the differences are taken from.
+
+    Returns:
+        :class:`sncn.results.Rows`, sorted by dataset, backbone, method and steps.
+    """
+    cells = {(d, b, m, epochs): seeds for epochs, grid in rungs for d, b, m, seeds in grid}
+    if any(s.get("steps") is None for seeds in cells.values() for s in seeds):
+        raise ValueError(
+            "some runs record no step count (made by older code); train them again with "
+            "python -m sncn.pipeline --retrain stale (or pass retrain=True)."
+        )
+    rows = []
+    for (d, b, m, epochs), seeds in sorted(
+        cells.items(), key=lambda kv: (*kv[0][:3], kv[1][0]["steps"])
+    ):
+        base = cells.get((d, b, reference, epochs), [])
+        clean = [s["clean_error"] for s in seeds]
+        mce = [s["mce"] for s in seeds]
+        gap = [s["mce"] - s["clean_error"] for s in seeds]
+        d_clean = _paired(clean, [s["clean_error"] for s in base])
+        d_mce = _paired(mce, [s["mce"] for s in base])
+        d_gap = _paired(gap, [s["mce"] - s["clean_error"] for s in base])
+        columns = robustness_columns(seeds)
+        rows.append({
+            "dataset": d, "backbone": b, "method": m, "epochs": epochs,
+            "steps": seeds[0].get("steps"), "seeds": len(seeds),
+            "clean error": results.mean_std(clean)[0],
+            "clean std": results.mean_std(clean)[1],
+            "mCE": results.mean_std(mce)[0], "mCE std": results.mean_std(mce)[1],
+            "mCE - clean": columns.pop("mCE - clean"),
+            "mCE - clean std": columns.pop("mCE - clean std"),
+            f"clean - {reference}": d_clean[0],
+            f"mCE - {reference}": d_mce[0], f"mCE - {reference} std": d_mce[1],
+            f"gap - {reference}": d_gap[0], f"gap - {reference} std": d_gap[1],
+            **columns,
+        })  # fmt: skip
+    return results.Rows(rows, runs=[m for seeds in cells.values() for m in seeds])
+
+
+def budget_figure(
+    rows: Sequence[Mapping[str, Any]],
+    dataset: str,
+    backbone: str,
+    source: str = "",
+    reference: str = "basic",
+    title: str = "",
+):
+    """Clean error, mCE and the corruption gap against training steps, for one dataset and
+    backbone (rows of :func:`curve_rows`).
+
+    Top row: the three measures (mean over seeds, bars: std over seeds), with the paper's mCE
+    (the published backbone trained in full, Table 1 or 14) as a dashed line per method. Bottom
+    row: clean error and mCE minus ``reference``'s, seed by seed (below 0: better than
+    ``reference``), and the corruption-group errors at the largest budget.
+
+    Args:
+        rows: :func:`curve_rows` rows.
+        dataset, backbone: which of them to draw.
+        source: the data, for the footer (:func:`c_source`).
+        reference: the method of the difference panels.
+        title: second title line (e.g. the model and training images).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    rows = [r for r in rows if r["dataset"] == dataset and r["backbone"] == backbone]
+    if not rows:
+        raise ValueError(f"no budget-curve rows for {dataset} {backbone}")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colour = {m: results.PALETTE[i % len(results.PALETTE)] for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), layout="constrained")
+    panels = [
+        (axes[0][0], "clean error", "clean std", "clean error (%)"),
+        (axes[0][1], "mCE", "mCE std", "mCE (%)"),
+        (axes[0][2], "mCE - clean", "mCE - clean std", "corruption gap: mCE - clean (pts)"),
+        (axes[1][0], f"clean - {reference}", None, f"clean error - {reference} (pts)"),
+        (axes[1][1], f"mCE - {reference}", f"mCE - {reference} std", f"mCE - {reference} (pts)"),
+    ]
+    for ax, key, spread, label in panels:
+        for m in methods:
+            if key.endswith(f"- {reference}") and m == reference:
+                continue
+            mine = sorted((r for r in rows if r["method"] == m), key=lambda r: r["steps"])
+            ys = [r[key] for r in mine]
+            errs = [r[spread] if spread and r[spread] == r[spread] else 0.0 for r in mine]
+            ax.errorbar([r["steps"] for r in mine], ys, yerr=errs, marker="o", capsize=3,
+                        color=colour[m], label=m)  # fmt: skip
+        if key.endswith(f"- {reference}"):
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("training steps (log scale)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for m in methods:
+        paper = paper_number(dataset, backbone, m)
+        if paper is not None:
+            axes[0][1].axhline(paper, color=colour[m], linestyle="--", linewidth=1)
+    axes[0][1].plot([], [], "k--", linewidth=1, label="paper (full training)")
+    results.legend_outside(axes[0][2], *axes[0][1].get_legend_handles_labels())
+    ax = axes[1][2]
+    top = max(r["steps"] for r in rows)
+    at_top = [r for r in rows if r["steps"] == top]
+    width = 0.8 / max(len(at_top), 1)
+    for i, r in enumerate(at_top):
+        values = [r[f"{g} error"] for g in GROUPS]
+        if None in values:
+            continue
+        ax.bar(np.arange(len(GROUPS)) + (i - (len(at_top) - 1) / 2) * width, values, width,
+               color=colour[r["method"]], label=r["method"])  # fmt: skip
+    ax.set_xticks(range(len(GROUPS)), list(GROUPS))
+    ax.set_xlabel("corruption group")
+    ax.set_ylabel("mean error (%)")
+    ax.set_title(f"corruption groups at {top} steps", fontsize=9)
+    heading = "Where the effects appear: errors against the training budget"
+    fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
+    results.figure_footer(fig, source, "Each point: a run trained to that length (its own cosine "
+                          "schedule), mean over seeds; bars: std over seeds.")  # fmt: skip
+    return fig
+
+
 def paper_number(dataset: str, backbone: str, method: str) -> float | None:
     """The paper's mCE for this cell (Table 1, or Table 14/15 for SN, CN and SNCN+Crop)."""
     table, column = PAPER_COLUMN[method]
@@ -406,18 +619,27 @@ def paper_number(dataset: str, backbone: str, method: str) -> float | None:
     return results.paper_value(results.TABLE14, results.TABLE14_METHODS, dataset, backbone, column)
 
 
+def mce_se(seeds: Sequence[Mapping[str, Any]]) -> float | None:
+    """The mean over seeds of the runs' ``mce_se`` (:func:`mce_standard_error`), or None when a
+    run has none (made before it was recorded, or on files of unequal sizes)."""
+    values = [m.get("mce_se") for m in seeds]
+    return None if None in values else results.mean_std(values)[0]
+
+
 def robustness_columns(seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Relative robustness beside an mCE, from the runs' metrics (one dict per seed, each with
     ``clean_error``, ``mce`` and ``errors``): ``mCE - clean``, the corruption gap (mean and spread
-    over seeds: what the corruptions add, comparable when clean errors differ), and the mean error
-    of each corruption group (noise, blur, weather, digital: :func:`sncn.metrics.group_errors`;
-    None when a run kept no per-corruption errors)."""
+    over seeds: what the corruptions add, comparable when clean errors differ), the standard
+    error of the mCE over test images (:func:`mce_se`; None for runs that did not record it), the
+    mean error of each corruption group (noise, blur, weather, digital:
+    :func:`sncn.metrics.group_errors`; None when a run kept no per-corruption errors)."""
     gap, gap_std = results.mean_std([m["mce"] - m["clean_error"] for m in seeds])
     groups = [group_errors(m["errors"]) for m in seeds if "errors" in m]
     complete = len(groups) == len(seeds)
     return {
         "mCE - clean": gap,
         "mCE - clean std": gap_std,
+        "mCE SE (images)": mce_se(seeds),
         **{
             f"{g} error": results.mean_std([e[g] for e in groups])[0] if complete else None
             for g in GROUPS

@@ -157,8 +157,9 @@ def run(
             subset depends on ``label_seed`` only.
         overrides: changes to :data:`sncn.hparams.FIXMATCH` (e.g. ``{"epochs": 2, "mu": 3}``).
         model_kwargs: extra ``create_model`` kwargs (e.g. ``{"depth": 10, "widen_factor": 1}``).
-        test_subset: test images, class-balanced, for the clean error and per corruption and
-            severity (0: all 10,000).
+        test_subset: test images, class-balanced, per corruption and severity and for the
+            per-epoch test error of the history (0: all 10,000); the final clean error is on all
+            10,000 test images.
         device: ``cuda`` or ``cpu`` (default: CUDA when available).
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
@@ -186,7 +187,8 @@ def run(
         labelled, unlabelled = split_labelled(
             train_y, labels, setting["label_seed"], setting["unlabelled"]
         )
-        test_x, test_y = subset(*load_cifar("cifar10", "test", root), test_subset or None, 0)
+        all_x, all_y = load_cifar("cifar10", "test", root)  # the final clean error: all of them
+        test_x, test_y = subset(all_x, all_y, test_subset or None, 0)  # per-epoch checks
         c_folder, source = corrupted_test_set("cifar10", test_subset or None, root)
         if source != data["cifar_c"]:
             raise RuntimeError("CIFAR-10-C changed while the run was set up; run again.")
@@ -231,14 +233,14 @@ def run(
                       progress=progress, description=folder.name, position=position)  # fmt: skip
         train_seconds = time.perf_counter() - start
         metrics = {
-            **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset, **norm),
+            **robustness_metrics(trainer, all_x, all_y, c_folder, source, test_subset, **norm),
             "history": history,
             "steps": steps,
             "train_seconds": train_seconds,
         }
         params = {"variant": variant, "strong": strong, "cn_data": cn_data, "labels": labels,
                   "seed": seed, "labelled_images": len(labelled),
-                  "unlabelled_images": len(unlabelled), "test_images": len(test_y),
+                  "unlabelled_images": len(unlabelled), "test_images": len(all_y),
                   "device": str(dev), **setting, "model_kwargs": model_kwargs or {},
                   "data": data}  # fmt: skip
         return results.save_run(folder, params, metrics)
