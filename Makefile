@@ -6,7 +6,7 @@ PROFILE ?= quick
 export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
-.PHONY: reproduce test lab lint bench env
+.PHONY: reproduce test lab lint bench env report-check
 
 env: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 reproduce: $(STAMP)
 	$(PY) -m sncn.pipeline --profile $(PROFILE)
+
+# renders results/$(PROFILE)/report.html in headless Chromium to report.png (apt-get install chromium)
+report-check: $(STAMP)
+	$(PY) -m sncn.report --profile $(PROFILE) --screenshot
 
 test: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax tests notebooks

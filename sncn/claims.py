@@ -69,6 +69,8 @@ class Claim:
         paper_value: the column of the paper's numbers (None: the table has none).
         data: the column naming the data (e.g. ``"CIFAR-C"``); when the table has no such
             column, the table's notes (:data:`DATA_NOTES`), else ``default_data``.
+        resolves: what would settle the claim when a profile's verdict does not (the profile,
+            and the data it needs), shown with every verdict but reproduced and contradicted.
     """
 
     claim: str
@@ -84,21 +86,28 @@ class Claim:
     paper_value: str | None = None
     data: str | None = None
     default_data: str = ""
+    resolves: str = "the paper profile (GPUs)"
 
 
 _T1 = {"table": "table1", "value": "mCE", "lower": True, "std": "mCE std",
        "where": {"dataset": "cifar10", "backbone": "wrn"}, "paper_value": "paper mCE",
-       "data": "CIFAR-C", "default_data": "CIFAR-10-C"}  # fmt: skip
+       "data": "CIFAR-C", "default_data": "CIFAR-10-C",
+       "resolves": "the paper profile: WRN-40-2, 100 epochs on all 50,000 images (GPUs); "
+                   "01's budget curves show the trend"}  # fmt: skip
 _T4 = {"table": "table4", "value": "target acc", "lower": False, "std": "target std",
-       "paper_value": "paper target", "default_data": "IMDb -> SST-2"}  # fmt: skip
+       "paper_value": "paper target", "default_data": "IMDb -> SST-2",
+       "resolves": "the paper profile: 20 epochs, more seeds (a CPU can run it)"}  # fmt: skip
 _T20 = {"table": "table20_segmentation", "value": "target mIoU", "lower": False,
         "std": "target std", "paper_value": "paper target",
-        "default_data": "GTA5 -> Cityscapes"}  # fmt: skip
+        "default_data": "GTA5 -> Cityscapes",
+        "resolves": "the paper profile, GTA5 and Cityscapes in the data root (GPUs)"}  # fmt: skip
 _F4 = {"table": "figure4", "value": "corruption error", "lower": True, "key": "method",
        "arm": "FixMatch + CN (all)", "reference": "FixMatch", "data": "CIFAR-10-C",
-       "default_data": "CIFAR-10-C"}  # fmt: skip
+       "default_data": "CIFAR-10-C",
+       "resolves": "the paper profile: FixMatch's 1,024 epochs of 1,024 steps (GPUs)"}  # fmt: skip
 _IN = {"table": "table19_imagenet_c", "value": "mCE", "lower": True, "paper_value": "paper mCE",
-       "default_data": "ImageNet-C"}  # fmt: skip
+       "default_data": "ImageNet-C",
+       "resolves": "the paper profile, ImageNet and ImageNet-C in the data root (GPU)"}  # fmt: skip
 
 #: The paper's claims that the notebooks' tables can test, in the paper's order.
 # fmt: off
@@ -246,7 +255,8 @@ def judge(claim: Claim, tables: str | os.PathLike) -> dict[str, Any]:
     if missing:
         why = "no table" if found is None else f"no row {', '.join(missing)}"
         return {**row, "data": claim.default_data, "ours": "-", "reference": "-", "effect": "-",
-                "95% CI": "-", "paper effect": "-", "verdict": "not run", "why": why}  # fmt: skip
+                "95% CI": "-", "paper effect": "-", "verdict": "not run", "why": why,
+                "resolved by": claim.resolves}  # fmt: skip
     arm = arms[claim.arm]
     ref = (min if claim.lower else max)((arms[n] for n in names), key=lambda a: a.mean)
     diff, low, high = difference_interval(arm, ref)
@@ -274,6 +284,7 @@ def judge(claim: Claim, tables: str | os.PathLike) -> dict[str, Any]:
         "paper effect": "-" if paper is None else f"{paper:+.1f}",
         "verdict": result,
         "why": why,
+        "resolved by": "-" if result in ("reproduced", "contradicted") else claim.resolves,
     }
 
 
@@ -297,6 +308,7 @@ def save_scoreboard(profile_dir: str | os.PathLike, profile: str) -> list[dict]:
         "paper's / the other side of 0; same direction, not significant when it holds 0 and the "
         "mean is on the paper's side; otherwise, or with fewer than 2 seeds, not resolved at this "
         "budget (sncn.claims).",
+        "resolved by: for a claim this profile does not settle, the profile (and data) that can.",
     ]  # fmt: skip
     results.save_table(
         rows,

@@ -6,16 +6,23 @@ figure, with the wall time of the notebook that wrote it (its executed copy's pa
 Tables are the notebooks' markdown files (title, table, notes) turned into HTML; figures are
 linked by relative path (``figures/<name>.png``), so the page works offline inside the results
 folder and stays small. Files a profile did not write are listed as missing, never invented.
-``python -m sncn.pipeline`` writes it after the notebooks; ``build_report`` writes it on demand.
+``python -m sncn.pipeline`` writes it after the notebooks; ``build_report`` writes it on demand,
+``python -m sncn.report --profile quick --screenshot`` (``make report-check``) writes it and renders
+it in headless Chromium to ``report.png``, to see it as a reader does.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import html
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +163,75 @@ def build_report(profile_dir: str | os.PathLike, profile: str) -> Path:
     out = profile_dir / "report.html"
     results.atomic_write(out, page)
     return out
+
+
+#: Headless browsers :func:`screenshot` looks for on the PATH, in this order (Debian's package:
+#: ``apt-get install chromium``).
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_browser() -> str | None:
+    """The path of the first of :data:`BROWSERS` on the PATH, or None."""
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def screenshot(
+    page: str | os.PathLike,
+    png: str | os.PathLike,
+    width: int = 1200,
+    height: int = 4000,
+    browser: str | None = None,
+    timeout: float = 120.0,
+) -> Path:
+    """Render ``page`` (a local HTML file) in headless Chromium, offline, and save the top
+    ``width`` x ``height`` pixels as ``png``: what a reader sees when opening the report.
+
+    Raises:
+        FileNotFoundError: no headless browser (:data:`BROWSERS`) is installed, or ``page`` is
+            missing.
+        RuntimeError: the browser failed or wrote no image (its output is in the message).
+    """
+    page, png = Path(page).resolve(), Path(png).resolve()
+    if not page.is_file():
+        raise FileNotFoundError(f"{page}: no such page; write it with build_report first.")
+    browser = browser or find_browser()
+    if browser is None:
+        raise FileNotFoundError(
+            f"no headless browser found (looked for {', '.join(BROWSERS)} on the PATH); install "
+            "one, e.g. apt-get install chromium."
+        )
+    png.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile:  # a fresh browser profile, left nowhere
+        command = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},{height}",
+            f"--screenshot={png}", page.as_uri(),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 or not png.is_file():
+        raise RuntimeError(f"{Path(browser).name} exited {done.returncode} and wrote no "
+                           f"{png.name}:\n{done.stderr[-2000:]}")  # fmt: skip
+    return png
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sncn.report --profile quick [--screenshot]``: write the profile's report from
+    its files; with ``--screenshot``, also render it in headless Chromium to ``report.png`` (the
+    render check: open the PNG to see the page as a reader does)."""
+    parser = argparse.ArgumentParser(prog="python -m sncn.report", description=main.__doc__)
+    parser.add_argument("--profile", default="quick", help="results/<profile> (default quick)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    parser.add_argument("--screenshot", action="store_true", help="render it to report.png too")
+    args = parser.parse_args(argv)
+    folder = args.results / args.profile
+    if not folder.is_dir():
+        parser.error(f"{folder}: no such results folder; run make reproduce PROFILE=... first.")
+    page = build_report(folder, args.profile)
+    print(f"report: {page}")
+    if args.screenshot:
+        print(f"screenshot: {screenshot(page, folder / 'report.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,11 +92,14 @@ def test_judge_reads_the_arms_of_the_claim_from_the_table(tmp_path):
 
 def test_judge_contradicted_and_one_seed(tmp_path):
     write_table(tmp_path / "a", "table1", table1(35.0, 1.0, 3))
-    assert claims.judge(CN_CLAIM, tmp_path / "a")["verdict"] == "contradicted"
+    settled = claims.judge(CN_CLAIM, tmp_path / "a")
+    assert settled["verdict"] == "contradicted" and settled["resolved by"] == "-"
     write_table(tmp_path / "b", "table1", table1(20.0, float("nan"), 1))
     row = claims.judge(CN_CLAIM, tmp_path / "b")
     assert row["verdict"] == "not resolved at this budget" and row["95% CI"] == "-"
     assert "fewer than 2 seeds" in row["why"]
+    # what would settle it: the profile that trains WRN-40-2 as the paper does
+    assert row["resolved by"].startswith("the paper profile: WRN-40-2")
 
 
 def test_several_references_take_the_best_of_them(tmp_path):

@@ -8,6 +8,9 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from sncn import report
 
 
@@ -94,3 +97,31 @@ def test_every_committed_quick_file_is_in_the_report():
     committed |= {p.resolve() for p in (root / "figures").glob("*.png")}
     assert committed, "no committed quick tables or figures"
     assert committed <= covered, sorted(p.name for p in committed - covered)
+
+
+@pytest.mark.skipif(report.find_browser() is None, reason="no headless Chromium (apt-get install "
+                    "chromium); make report-check needs one too")  # fmt: skip
+def test_report_renders_offline_in_headless_chromium_with_its_figures(tmp_path):
+    from PIL import Image
+
+    folder = profile_folder(tmp_path)
+    # a figure of one colour no other part of the page has: seen in the screenshot only if the
+    # page found the PNG by its relative path, offline
+    Image.new("RGB", (600, 300), (213, 94, 0)).save(folder / "figures" / "budget_curves_c_w.png")
+    page = report.build_report(folder, "quick")
+    png = report.screenshot(page, tmp_path / "shot.png", width=1000, height=3000)
+    shot = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert shot.shape[:2] == (3000, 1000)
+    figure = (np.abs(shot - [213, 94, 0]).sum(axis=2) < 12).sum()
+    assert figure > 0.8 * 600 * 300, "the figure did not render"
+    ink = (shot.sum(axis=2) < 200).sum()  # dark pixels: headings, tables and their text
+    assert ink > 5000, "no text rendered"
+
+
+def test_screenshot_says_what_to_install_without_a_browser(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "BROWSERS", ("no-such-browser-sncn",))
+    page = report.build_report(profile_folder(tmp_path), "quick")
+    with pytest.raises(FileNotFoundError, match="apt-get install chromium"):
+        report.screenshot(page, tmp_path / "shot.png")
+    with pytest.raises(FileNotFoundError, match="build_report first"):
+        report.screenshot(tmp_path / "none.html", tmp_path / "shot.png")
