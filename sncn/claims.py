@@ -102,6 +102,7 @@ _T20 = {"table": "table20_segmentation", "value": "target mIoU", "lower": False,
         "default_data": "GTA5 -> Cityscapes",
         "resolves": "the paper profile, GTA5 and Cityscapes in the data root (GPUs)"}  # fmt: skip
 _F4 = {"table": "figure4", "value": "corruption error", "lower": True, "key": "method",
+       "std": "corruption std",
        "arm": "FixMatch + CN (all)", "reference": "FixMatch", "data": "CIFAR-10-C",
        "default_data": "CIFAR-10-C",
        "resolves": "the paper profile: FixMatch's 1,024 epochs of 1,024 steps (GPUs)"}  # fmt: skip

@@ -515,6 +515,50 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in array) / (len(array) - 1))
 
 
+def resolution_note(
+    rows: Sequence[Row],
+    value: str,
+    std: str,
+    seeds: str = "seeds",
+    label: str = "arm",
+    reference: Row | None = None,
+) -> str:
+    """One sentence for a table's notes: can this budget tell its rows apart?
+
+    With fewer than 2 seeds per row there is no spread over seeds, so no difference can be told
+    from noise: the sentence says so. Otherwise the pooled standard deviation over seeds ``s``
+    (root mean square of the rows' ``std``) gives the least significant difference of two rows
+    with ``n`` seeds each, ``t(0.975, 2(n - 1)) * s * sqrt(2 / n)``, and the sentence counts the
+    rows that differ from ``reference`` (default the first row) by more than that.
+
+    Args:
+        rows: the table's rows.
+        value, std: the compared column and its standard deviation over seeds.
+        seeds: the column of the seed count.
+        label: the column naming the rows.
+        reference: the row the others are compared with (default ``rows[0]``).
+    """
+    from scipy import stats
+
+    values = [float(r[value]) for r in rows]
+    span = max(values) - min(values)
+    n = min(int(r[seeds]) for r in rows)
+    if n < 2:
+        return (f"resolution: {n} seed per row, so no spread over seeds: the rows' {value} span "
+                f"{span:.1f} points, and this budget cannot tell which differences are real "
+                "(not resolved at this budget).")  # fmt: skip
+    pooled = math.sqrt(math.fsum(float(r[std]) ** 2 for r in rows) / len(rows))
+    lsd = float(stats.t.ppf(0.975, 2 * (n - 1))) * pooled * math.sqrt(2 / n)
+    base = rows[0] if reference is None else reference
+    others = [r for r in rows if r is not base]
+    beyond = [str(r[label]) for r in others if abs(float(r[value]) - float(base[value])) > lsd]
+    told = f": {', '.join(beyond)}" if beyond else ""
+    return (f"resolution: {value} spread over {n} seeds (pooled std) {pooled:.1f}, so two rows "
+            f"must differ by more than {lsd:.1f} points to be told apart (95%); the rows span "
+            f"{span:.1f}; {len(beyond)} of {len(others)} differ from {base[label]} by more than "
+            f"that{told}.")  # fmt: skip
+
+
 def markdown_table(rows: Sequence[Row], digits: int = 1) -> str:
     """Rows (dicts with the same keys, in order) as a markdown table; None/NaN print as ``-``."""
     if not rows:

@@ -596,6 +596,8 @@ def test_run_learns_over_chance_and_is_read_back(toy_root, tmp_path):
         runs[1][2][0]["mce"] - runs[0][2][0]["mce"]
     )
     assert semisupervised.best_cn(runs) == {("ra", 20): "ra_cn_unlabelled"}
+    (note,) = semisupervised.resolution_notes(rows)  # one seed: says it cannot tell
+    assert note.startswith("RA, 20 labels: resolution: 1 seed") and "not resolved" in note
     semisupervised.figure(runs)
     with pytest.raises(ValueError, match="unknown variant"):
         semisupervised.run("fixmatch", 20, tmp_path / "res")

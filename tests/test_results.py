@@ -87,3 +87,20 @@ def test_mean_std_over_seeds():
     assert results.mean_std([1.0, 2.0, 6.0]) == pytest.approx((3.0, math.sqrt(7.0)))
     mean, std = results.mean_std([4.5])
     assert mean == 4.5 and math.isnan(std)
+
+
+def test_resolution_note_says_when_a_budget_cannot_tell_rows_apart():
+    one_seed = [{"arm": "Basic", "mCE": 50.0, "mCE std": float("nan"), "seeds": 1},
+                {"arm": "CN", "mCE": 47.0, "mCE std": float("nan"), "seeds": 1}]  # fmt: skip
+    note = results.resolution_note(one_seed, "mCE", "mCE std")
+    assert "no spread over seeds" in note and "span 3.0" in note and "not resolved" in note
+    rows = [{"arm": "Basic", "mCE": 50.0, "mCE std": 1.0, "seeds": 3},
+            {"arm": "SN", "mCE": 49.0, "mCE std": 1.0, "seeds": 3},
+            {"arm": "CN", "mCE": 45.0, "mCE std": 1.0, "seeds": 3}]  # fmt: skip
+    # least significant difference: t(0.975, 4) * 1.0 * sqrt(2/3) = 2.776 * 0.816 = 2.27
+    note = results.resolution_note(rows, "mCE", "mCE std")
+    assert "more than 2.3 points" in note and "1 of 2 differ from Basic" in note
+    assert note.endswith(": CN.")
+    # another reference row: SN is within 2.3 of Basic (1.0) but not of CN (4.0)
+    note = results.resolution_note(rows, "mCE", "mCE std", reference=rows[1])
+    assert "1 of 2 differ from SN" in note and note.endswith(": CN.")

@@ -292,12 +292,28 @@ def table_rows(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> res
             "clean error": clean,
             "clean change": None if base is None else clean - _mean(base, "clean_error"),
             "corruption error": mce,
+            "corruption std": results.mean_std([m["mce"] for m in seeds])[1],
             "corruption change": None if base is None else mce - _mean(base, "mce"),
             **robustness_columns(seeds),
             "steps": seeds[0]["steps"],
             "CIFAR-10-C": ", ".join(sorted({m["cifar_c"] for m in seeds})),
         })  # fmt: skip
     return results.Rows(rows, runs=[m for *_, seeds in runs for m in seeds])
+
+
+def resolution_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """For each augmentation and label count of :func:`table_rows`: can this budget tell the CN
+    variants from plain FixMatch by corruption error? (:func:`sncn.results.resolution_note`)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["augmentation"], row["labels"]), []).append(row)
+    notes = []
+    for (strong, labels), group in groups.items():
+        plain = next((r for r in group if r["method"] == "FixMatch"), group[0])
+        note = results.resolution_note(group, "corruption error", "corruption std",
+                                       label="method", reference=plain)  # fmt: skip
+        notes.append(f"{strong}, {labels} labels: {note}")
+    return notes
 
 
 def best_cn(runs: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> dict[tuple, str]:
