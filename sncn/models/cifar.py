@@ -39,7 +39,7 @@ Reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from sncn.layers import CNSN, wrap_output
 from sncn.models import register_model
+from sncn.models.released import load_released_checkpoint
 from sncn.peers import DSU, MixStyle, PermutedAdaIN
 
 __all__ = [
@@ -1125,23 +1126,3 @@ def resnext(
 # --------------------------------------------------------------------------------------------
 # Released checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def load_released_checkpoint(model: nn.Module, checkpoint: Mapping) -> nn.Module:
-    """Load a checkpoint of the paper's released ``cifar.py`` into ``model`` (strictly).
-
-    The released training script saves ``{"state_dict": DataParallel(net).state_dict(), ...}``,
-    whose keys start with ``module.``; the module names are otherwise ours.
-
-    Args:
-        model: a model built with the checkpoint's settings, e.g.
-            ``create_model("wrn", num_classes=100, cnsn_type="cnsn", pos="post")``.
-        checkpoint: the loaded file (a dict with ``"state_dict"``) or a state dict itself.
-
-    Returns:
-        ``model``, with the weights loaded.
-    """
-    state = checkpoint.get("state_dict", checkpoint)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
-    return model

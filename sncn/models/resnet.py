@@ -63,6 +63,7 @@ from sncn.layers import CNSN
 from sncn.models import register_model
 from sncn.models.cifar import UnitSpec, _Cell, _check_pos, unit_module_ids
 from sncn.models.cifar import _stages as cifar_stages
+from sncn.models.released import load_released_checkpoint
 
 __all__ = [
     "IBN",
@@ -384,28 +385,6 @@ def resnet50(
 # --------------------------------------------------------------------------------------------
 # Released checkpoints and existing models
 # --------------------------------------------------------------------------------------------
-
-
-def load_released_checkpoint(model: nn.Module, checkpoint: Mapping) -> nn.Module:
-    """Load a checkpoint of the paper's released ``imagenet.py`` (or torchvision / IBN-Net).
-
-    The released script saves ``{"state_dict": DataParallel(net).state_dict(), ...}``: keys start
-    with ``module.``; the rest are ours. A torchvision or IBN-Net state dict loads as is.
-
-    Args:
-        model: built with the checkpoint's settings, e.g. the released ResNet-50 + CNSN is
-            ``create_model("resnet50", cnsn_type="sn", pos="post", image_cn=True)`` (its CN acts
-            on the input and has no weights) and + CNSN + IBN + AugMix is
-            ``create_model("resnet50", ibn="b", cnsn_type="sn", pos="residual", image_cn=True)``.
-        checkpoint: the loaded file (a dict with ``"state_dict"``) or a state dict itself.
-
-    Returns:
-        ``model``, with the weights loaded (strictly).
-    """
-    state = checkpoint.get("state_dict", checkpoint)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
-    return model
 
 
 #: torchvision's ImageNet ResNet-50 weights that fine-tuning starts from: ``ResNet50_Weights.
