@@ -370,12 +370,12 @@ def update_readme(readme: str | os.PathLike, profile_dir: str | os.PathLike, pro
     return new != text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """``python -m sncn.claims --profile quick``: write the scoreboard from the profile's tables
     and fill the README's block with it."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("--profile", default="quick", help="the profile whose results to read")
     parser.add_argument("--results", default="results", help="results root")
     parser.add_argument("--readme", default="README.md", help="the README to update")

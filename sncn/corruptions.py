@@ -11,9 +11,9 @@ the same corruption for images on the CPU and on a GPU.
     >>> x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     >>> y = corrupt(x, "glass_blur", 3, generator=torch.Generator().manual_seed(0))
 
-``python -m sncn.corruptions make-c --source cifar10 --out DIR`` writes a folder in the
-CIFAR-10-C layout (see :func:`make_c`); ``--source`` may also be an image folder of class
-subfolders, and ``--limit N`` takes a seeded class-balanced subset (see ``make-c --help``).
+:func:`make_c` writes a folder in the CIFAR-10-C layout; its command line is ``sncn make-c``
+(:mod:`sncn.cli`), which reads CIFAR or an image folder of class subfolders. This module reads no
+dataset: it is a library of tensor functions.
 
 Where this implementation differs from the reference generators (``make_cifar_c.py`` and
 ``make_imagenet_c.py`` in hendrycks/robustness), and why. "Checked" means compared during
@@ -93,13 +93,11 @@ Reference:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import io
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -1852,136 +1850,3 @@ def make_c(
     finally:
         bar.close()
     return out
-
-
-_MAKE_C_EPILOG = """\
-examples:
-  python -m sncn.corruptions make-c --source cifar10 --out DIR
-  python -m sncn.corruptions make-c --source cifar10 --limit 500 --seed 0 --out DIR
-  python -m sncn.corruptions make-c --source PHOTOS --size 224 --limit 1000 --out DIR
-
---limit draws a class-balanced random subset (seeded by --seed): the same images as the
-experiments' generated CIFAR-C of that size and seed (sncn.experiments.cifar_c). An image
-folder is read as <folder>/<class>/*.png|jpg|jpeg, classes in sorted order (label i is the
-i-th class; the names go to classes.txt in the output folder).
-"""
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m sncn.corruptions", description="Corrupted test sets (CIFAR-10-C layout)."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    mk = sub.add_parser(
-        "make-c",
-        help="write <corruption>.npy and labels.npy for a dataset",
-        description="Write <corruption>.npy (all images at each severity in turn) and labels.npy\n"
-        "for CIFAR-10, CIFAR-100 or any folder of class subfolders.",
-        epilog=_MAKE_C_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    mk.add_argument(
-        "--source",
-        required=True,
-        help="cifar10, cifar100 (read by sncn.data.vision.load_cifar), or an image folder "
-        "<folder>/<class>/*.png|jpg|jpeg",
-    )
-    mk.add_argument("--split", default="test", help="split of cifar10/cifar100 (default: test)")
-    mk.add_argument("--root", default=None, help="data root (default: $SNCN_DATA or ./data)")
-    mk.add_argument("--out", required=True, type=Path, help="output folder")
-    mk.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="image folders: resize the shorter side to SIZE px and crop the centre SIZE x SIZE "
-        "(default: keep the images, which must then all have one size)",
-    )
-    mk.add_argument(
-        "--table",
-        default=None,
-        choices=sorted(TABLES),
-        help="parameter table (default: cifar up to 32 px, else imagenet)",
-    )
-    mk.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
-    mk.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), choices=CORRUPTIONS)
-    mk.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use a class-balanced random subset of N images, drawn with --seed "
-        "(default: all images)",
-    )
-    mk.add_argument("--seed", type=int, default=0, help="seed of the subset and the corruptions")
-    mk.add_argument("--batch-size", type=int, default=1000)
-    mk.add_argument("--device", default="cpu")
-    mk.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 helps on a busy CPU)"
-    )
-    mk.add_argument("--frost-dir", default=None, help="folder of frost1.png ... frost6.jpg")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m sncn.corruptions make-c --source cifar10 --out DIR``.
-
-    ``--source`` is ``cifar10``, ``cifar100`` or an image folder of class subfolders;
-    ``--limit N`` keeps a class-balanced random subset of ``N`` images drawn with ``--seed``
-    (:func:`sncn.data.text.balanced_subset`, the draw of the experiments' generated CIFAR-C).
-
-    Args:
-        argv: arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status.
-    """
-    args = _parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # lazy: only the CLI needs the dataset loaders
-    from sncn.data.text import balanced_subset
-    from sncn.data.vision import NUM_CLASSES, image_folder_files, load_cifar, read_images
-
-    classes = None
-    if args.source.lower().replace("-", "") in NUM_CLASSES:
-        images, labels = load_cifar(args.source, args.split, root=args.root)
-        if args.limit is not None:
-            keep = balanced_subset(labels, args.limit, args.seed)
-            images, labels = images[keep], labels[keep]
-    elif Path(args.source).is_dir():
-        files, labels, classes = image_folder_files(args.source)
-        labels = np.asarray(labels, dtype=np.int64)
-        if args.limit is not None:
-            keep = balanced_subset(labels, args.limit, args.seed)
-            files, labels = [files[i] for i in keep], labels[keep]
-        images = read_images(files, size=args.size)
-    else:
-        print(
-            f"--source {args.source!r} is neither cifar10/cifar100 nor an image folder.",
-            file=sys.stderr,
-        )
-        return 2
-    out = make_c(
-        images,
-        labels,
-        args.out,
-        table=args.table or default_table(*images.shape[1:3]),
-        seed=args.seed,
-        corruptions=args.corruptions,
-        severities=args.severities,
-        batch_size=args.batch_size,
-        device=args.device,
-        frost_dir=args.frost_dir,
-    )
-    if classes is not None:
-        (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
-    counts = np.bincount(labels)
-    print(
-        f"wrote {out}: {len(labels)} images x {len(args.severities)} severities, "
-        f"{len(counts)} classes ({counts.min()} to {counts.max()} images each)"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -323,9 +323,9 @@ def show_runs(out: Path, remove_stale: bool = False) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point (``prog``: the name in its help, e.g. ``sncn reproduce``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default="quick", help="scale of the run")
     parser.add_argument("--only", nargs="+", help="notebook stems or NN prefixes to run")
     parser.add_argument("--force", action="store_true", help="re-run finished notebooks")

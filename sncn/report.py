@@ -214,11 +214,11 @@ def screenshot(
     return png
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python -m sncn.report --profile quick [--screenshot]``: write the profile's report from
     its files; with ``--screenshot``, also render it in headless Chromium to ``report.png`` (the
     render check: open the PNG to see the page as a reader does)."""
-    parser = argparse.ArgumentParser(prog="python -m sncn.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog or "python -m sncn.report", description=main.__doc__)
     parser.add_argument("--profile", default="quick", help="results/<profile> (default quick)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results root")
     parser.add_argument("--screenshot", action="store_true", help="render it to report.png too")

@@ -1,0 +1,7 @@
+"""``python -m sncn``: the ``sncn`` command (:mod:`sncn.cli`)."""
+
+import sys
+
+from sncn.cli import main
+
+sys.exit(main())

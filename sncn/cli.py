@@ -1,0 +1,220 @@
+"""The ``sncn`` command: what users do outside the notebooks.
+
+    sncn reproduce --profile quick      run the notebooks of a profile (sncn.pipeline)
+    sncn runs --profile quick           list a profile's runs (fresh, stale, ...); --remove-stale
+    sncn make-c --source cifar10 --out DIR
+                                        write a corrupted test set in the CIFAR-10-C layout
+    sncn claims --profile quick         the claims scoreboard and the README's block (sncn.claims)
+    sncn report --profile quick         results/<profile>/report.html; --screenshot renders it
+
+``sncn COMMAND --help`` explains each. ``python -m sncn`` is the same command. An error is one
+line naming what is wrong (``SNCN_DEBUG=1`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_MAKE_C_EPILOG = """\
+examples:
+  sncn make-c --source cifar10 --out DIR
+  sncn make-c --source cifar10 --limit 500 --seed 0 --out DIR
+  sncn make-c --source PHOTOS --size 224 --limit 1000 --out DIR
+
+--limit draws a class-balanced random subset (seeded by --seed): the same images as the
+experiments' generated CIFAR-C of that size and seed (sncn.experiments.cifar_c). An image
+folder is read as <folder>/<class>/*.png|jpg|jpeg, classes in sorted order (label i is the
+i-th class; the names go to classes.txt in the output folder).
+"""
+
+
+def _make_c_parser() -> argparse.ArgumentParser:
+    from sncn.corruptions import CORRUPTIONS, SEVERITIES, TABLES
+
+    mk = argparse.ArgumentParser(
+        prog="sncn make-c",
+        description="Write <corruption>.npy (all images at each severity in turn) and labels.npy\n"
+        "for CIFAR-10, CIFAR-100 or any folder of class subfolders (sncn.corruptions.make_c).",
+        epilog=_MAKE_C_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mk.add_argument(
+        "--source",
+        required=True,
+        help="cifar10, cifar100 (read by sncn.data.vision.load_cifar), or an image folder "
+        "<folder>/<class>/*.png|jpg|jpeg",
+    )
+    mk.add_argument("--split", default="test", help="split of cifar10/cifar100 (default: test)")
+    mk.add_argument("--root", default=None, help="data root (default: $SNCN_DATA or ./data)")
+    mk.add_argument("--out", required=True, type=Path, help="output folder")
+    mk.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image folders: resize the shorter side to SIZE px and crop the centre SIZE x SIZE "
+        "(default: keep the images, which must then all have one size)",
+    )
+    mk.add_argument(
+        "--table",
+        default=None,
+        choices=sorted(TABLES),
+        help="parameter table (default: cifar up to 32 px, else imagenet)",
+    )
+    mk.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
+    mk.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), choices=CORRUPTIONS)
+    mk.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use a class-balanced random subset of N images, drawn with --seed "
+        "(default: all images)",
+    )
+    mk.add_argument("--seed", type=int, default=0, help="seed of the subset and the corruptions")
+    mk.add_argument("--batch-size", type=int, default=1000)
+    mk.add_argument("--device", default="cpu")
+    mk.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 helps on a busy CPU)"
+    )
+    mk.add_argument("--frost-dir", default=None, help="folder of frost1.png ... frost6.jpg")
+    return mk
+
+
+def make_c_main(argv: Sequence[str]) -> int:
+    """``sncn make-c``: ``--source`` is ``cifar10``, ``cifar100`` or an image folder of class
+    subfolders; ``--limit N`` keeps a class-balanced random subset of ``N`` images drawn with
+    ``--seed`` (:func:`sncn.data.text.balanced_subset`, the draw of the experiments' generated
+    CIFAR-C). Returns the exit status."""
+    from sncn import corruptions
+    from sncn.data.text import balanced_subset
+    from sncn.data.vision import NUM_CLASSES, image_folder_files, load_cifar, read_images
+
+    args = _make_c_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    classes = None
+    if args.source.lower().replace("-", "") in NUM_CLASSES:
+        images, labels = load_cifar(args.source, args.split, root=args.root)
+        if args.limit is not None:
+            keep = balanced_subset(labels, args.limit, args.seed)
+            images, labels = images[keep], labels[keep]
+    elif Path(args.source).is_dir():
+        files, labels, classes = image_folder_files(args.source)
+        labels = np.asarray(labels, dtype=np.int64)
+        if args.limit is not None:
+            keep = balanced_subset(labels, args.limit, args.seed)
+            files, labels = [files[i] for i in keep], labels[keep]
+        images = read_images(files, size=args.size)
+    else:
+        print(
+            f"sncn make-c: --source {args.source!r} is neither cifar10/cifar100 nor an image "
+            "folder.",
+            file=sys.stderr,
+        )
+        return 2
+    out = corruptions.make_c(
+        images,
+        labels,
+        args.out,
+        table=args.table or corruptions.default_table(*images.shape[1:3]),
+        seed=args.seed,
+        corruptions=args.corruptions,
+        severities=args.severities,
+        batch_size=args.batch_size,
+        device=args.device,
+        frost_dir=args.frost_dir,
+    )
+    if classes is not None:
+        (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    counts = np.bincount(labels)
+    print(
+        f"wrote {out}: {len(labels)} images x {len(args.severities)} severities, "
+        f"{len(counts)} classes ({counts.min()} to {counts.max()} images each)"
+    )
+    return 0
+
+
+def reproduce_main(argv: Sequence[str]) -> int:
+    """``sncn reproduce``: :func:`sncn.pipeline.main` (``--profile``, ``--only``, ``--retrain``)."""
+    from sncn import pipeline
+
+    return pipeline.main(list(argv), prog="sncn reproduce")
+
+
+def runs_main(argv: Sequence[str]) -> int:
+    """``sncn runs``: list a profile's runs, or remove the stale ones."""
+    from sncn import pipeline
+    from sncn.hparams import PROFILES
+
+    parser = argparse.ArgumentParser(
+        prog="sncn runs", description="List a profile's runs and their status (fresh, stale, "
+        "running, incomplete), or delete the stale ones."
+    )  # fmt: skip
+    parser.add_argument("--profile", choices=PROFILES, default="quick", help="default quick")
+    parser.add_argument("--results", type=Path, default=pipeline.REPO / "results")
+    parser.add_argument("--remove-stale", action="store_true", help="delete the stale runs")
+    args = parser.parse_args(list(argv))
+    return pipeline.show_runs(args.results / args.profile, remove_stale=args.remove_stale)
+
+
+def claims_main(argv: Sequence[str]) -> int:
+    """``sncn claims``: :func:`sncn.claims.main`."""
+    from sncn import claims
+
+    return claims.main(list(argv), prog="sncn claims")
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """``sncn report``: :func:`sncn.report.main`."""
+    from sncn import report
+
+    return report.main(list(argv), prog="sncn report")
+
+
+#: command -> (function of its arguments returning the exit status, one line of help)
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "reproduce": (reproduce_main, "run the notebooks of a profile (make reproduce)"),
+    "runs": (runs_main, "list a profile's runs (fresh, stale, ...), or remove the stale ones"),
+    "make-c": (make_c_main, "write a corrupted test set in the CIFAR-10-C layout"),
+    "claims": (claims_main, "write the claims scoreboard and the README's block"),
+    "report": (report_main, "write report.html (--screenshot: render it in headless Chromium)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return ("usage: sncn COMMAND [ARGS]  (sncn COMMAND --help for each)\n\ncommands:\n"
+            + "\n".join(lines))  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``sncn`` command: dispatch to :data:`COMMANDS`; an error is one line on stderr and
+    exit status 1 (``SNCN_DEBUG=1``: the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"sncn: unknown command {command!r}\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command][0](rest)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        if os.environ.get("SNCN_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"sncn {command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
