@@ -351,7 +351,7 @@ def run(
     Returns:
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
         "generated"), ``history`` (per epoch), ``steps`` (optimiser steps), ``train_seconds``,
-        ``train_images_per_second``,
+        ``eval_seconds`` (clean and corrupted test sets), ``train_images_per_second``,
         ``code`` (the code version, :func:`sncn.results.code_version`).
     """
     setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
@@ -404,11 +404,13 @@ def run(
             description=folder.name, position=position,
         )  # fmt: skip
         train_seconds = time.perf_counter() - start
+        measured = robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset)
         metrics = {
-            **robustness_metrics(trainer, test_x, test_y, c_folder, source, test_subset),
+            **measured,
             "history": history,
             "steps": setting["epochs"] * steps_per_epoch,
             "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - start - train_seconds,
             "train_images_per_second": setting["epochs"] * steps_per_epoch * bs / train_seconds,
         }
         params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
