@@ -253,7 +253,7 @@ def run_pipeline(
     done_dir = out / ".done"
     done_dir.mkdir(exist_ok=True)
     stale = [r for r in results.list_runs(out) if r.status == "stale"]
-    if stale and not (out / results.RETRAIN_REQUEST).exists():
+    if stale and not results.requested(out):
         print(f"{len(stale)} finished runs in {out / 'runs'} are STALE (made by other code than "
               f"this, sncn {results.code_version()['sncn']}): they are reused as they are and the "
               "tables say so; --retrain stale trains them again, --runs lists them, "

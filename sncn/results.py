@@ -347,41 +347,57 @@ def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
     return json.loads((run / "metrics.json").read_text())
 
 
-#: The retrain request of a results folder (:func:`retrain_request`).
-RETRAIN_REQUEST = "retrain.json"
+#: The environment variable that carries a retrain request (:func:`retrain_request`) to the
+#: notebook kernels the pipeline starts (they inherit its environment).
+RETRAIN_ENV = "SNCN_RETRAIN"
 RETRAIN_CHOICES = ("stale", "all")
 
 
 @contextlib.contextmanager
-def retrain_request(results: str | os.PathLike, runs: str) -> Iterator[Path]:
-    """Within the block, :func:`reuse` retrains the runs of ``results`` that ``runs`` names.
+def retrain_request(results: str | os.PathLike, runs: str) -> Iterator[dict[str, Any]]:
+    """Within the block, :func:`reuse` retrains the runs of ``results`` that ``runs`` names, in
+    this process and in the processes it starts meanwhile (the notebook kernels).
 
-    The request is the file ``<results>/retrain.json``, so that notebooks executed meanwhile
-    (other processes) see it; it is removed when the block ends. ``"stale"``: finished runs made
-    by other code (:func:`is_stale`); ``"all"``: every run finished (or checkpointed) before the
-    block began, so a run shared by two notebooks is trained once.
+    The request is the environment variable :data:`RETRAIN_ENV`, set for the block and restored
+    after it: processes that this one did not start (another pipeline on the same results folder)
+    never see it. ``"stale"``: finished runs made by other code (:func:`is_stale`); ``"all"``:
+    every run finished (or checkpointed) before the block began, so a run shared by two notebooks
+    is trained once.
 
     Args:
         results: the profile's results folder.
         runs: ``"stale"`` or ``"all"``.
+
+    Yields:
+        The request: ``{"runs", "since", "results"}``.
     """
     if runs not in RETRAIN_CHOICES:
         raise ValueError(f"runs must be one of {RETRAIN_CHOICES}, got {runs!r}.")
-    path = Path(results) / RETRAIN_REQUEST
-    atomic_write(path, json.dumps({"runs": runs, "since": time.time()}))
+    request = {"runs": runs, "since": time.time(), "results": str(Path(results).resolve())}
+    before = os.environ.get(RETRAIN_ENV)
+    os.environ[RETRAIN_ENV] = json.dumps(request)
     try:
-        yield path
+        yield request
     finally:
-        path.unlink(missing_ok=True)
+        if before is None:
+            os.environ.pop(RETRAIN_ENV, None)
+        else:
+            os.environ[RETRAIN_ENV] = before
+
+
+def requested(results: str | os.PathLike) -> dict[str, Any]:
+    """The retrain request (:func:`retrain_request`) in force for the results folder
+    ``results`` in this process, or ``{}``."""
+    try:
+        request = json.loads(os.environ.get(RETRAIN_ENV, ""))
+    except json.JSONDecodeError:
+        return {}
+    return request if request.get("results") == str(Path(results).resolve()) else {}
 
 
 def _requested(run: Path) -> dict[str, Any]:
     """The retrain request of the results folder of ``run`` (``<results>/runs/<name>``)."""
-    path = run.parent.parent / RETRAIN_REQUEST
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return requested(run.parent.parent)
 
 
 def clear_run(run: str | os.PathLike) -> None:

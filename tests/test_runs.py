@@ -98,10 +98,11 @@ def test_retrain_requests_cover_stale_runs_or_all_runs_finished_before(tmp_path,
     assert [r.status for r in results.list_runs(tmp_path)] == ["fresh", "stale"]
 
     with results.retrain_request(tmp_path, "stale") as request:
-        assert json.loads(request.read_text())["runs"] == "stale"
+        assert request["runs"] == "stale" and results.requested(tmp_path) == request
+        assert results.requested(tmp_path / "elsewhere") == {}  # other results folders: none
         assert results.reuse(new) is not None  # fresh: read back
         assert results.reuse(old) is None and not results.is_done(old)  # stale: cleared
-    assert not request.exists()  # the request ends with the block
+    assert results.requested(tmp_path) == {}  # the request ends with the block
 
     finished_run(tmp_path, "old-seed0")
     with results.retrain_request(tmp_path, "all"):
@@ -336,8 +337,8 @@ def test_pipeline_lists_removes_and_retrains_stale_runs(tmp_path, monkeypatch, c
     requests = []
 
     def execute_notebook(source, executed, parameters, **kwargs):
-        request = Path(parameters["RESULTS"]) / results.RETRAIN_REQUEST
-        requests.append(json.loads(request.read_text())["runs"] if request.exists() else None)
+        # what a kernel started now would inherit
+        requests.append(results.requested(parameters["RESULTS"]).get("runs"))
         Path(executed).write_text("{}")
 
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
@@ -365,7 +366,7 @@ def test_pipeline_lists_removes_and_retrains_stale_runs(tmp_path, monkeypatch, c
     assert f"fresh      {fresh.name}  sncn {OTHER_CODE['sncn']}" in listed
 
     assert main([*args, "--retrain", "stale"]) == 0  # runs the notebook, the request on
-    assert requests[-1] == "stale" and not (out / results.RETRAIN_REQUEST).exists()
+    assert requests[-1] == "stale" and results.requested(out) == {}
     assert "retraining 1 stale runs" in capsys.readouterr().out
 
     assert main([*args, "--remove-stale"]) == 0
@@ -377,3 +378,19 @@ def test_pipeline_lists_removes_and_retrains_stale_runs(tmp_path, monkeypatch, c
     assert "no stale runs to retrain" in printed and "up to date, skipped" in printed
     assert run_pipeline("smoke", notebooks, root, retrain="all") == 0
     assert requests[-1] == "all"
+
+
+def test_a_retrain_request_reaches_child_processes_only(tmp_path):
+    """Kernels the pipeline starts inherit the request; a process it did not start (another
+    pipeline on the same results folder) does not see it."""
+    import subprocess
+    import sys
+
+    code = "from sncn import results; import sys; print(results.requested(sys.argv[1]))"
+    outside = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(0); {code}",
+                                str(tmp_path)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    with results.retrain_request(tmp_path, "stale"):
+        child = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+    assert "'runs': 'stale'" in child.stdout
+    assert outside.communicate()[0].strip() == "{}"
