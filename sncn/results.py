@@ -6,9 +6,9 @@ Layout under a profile's results folder (``results/<profile>/``)::
     figures/<name>.png (+ .pdf)             one figure, named after the paper's figure
     runs/<run>/params.json, metrics.json    one training/evaluation run; ``done`` when finished
     runs/<run>/.lock                        held by the process working on the run
-    retrain.json                            a retrain request, while ``--retrain`` runs
 
-Notebooks share state only through these files.
+Notebooks share state only through these files (and a ``--retrain`` request, which the pipeline
+passes to its kernels in the environment: :func:`retrain_request`).
 
 A run's metrics record the code version that made them (``code``: :func:`code_version`); a
 finished run made by other code is *stale*: it is read back with a printed note, the tables made
