@@ -19,9 +19,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
 _MAKE_C_EPILOG = """\
 examples:
   sncn make-c --source cifar10 --out DIR
@@ -92,6 +89,9 @@ def make_c_main(argv: Sequence[str]) -> int:
     subfolders; ``--limit N`` keeps a class-balanced random subset of ``N`` images drawn with
     ``--seed`` (:func:`sncn.data.text.balanced_subset`, the draw of the experiments' generated
     CIFAR-C). Returns the exit status."""
+    import numpy as np
+    import torch
+
     from sncn import corruptions
     from sncn.data.text import balanced_subset
     from sncn.data.vision import NUM_CLASSES, image_folder_files, load_cifar, read_images

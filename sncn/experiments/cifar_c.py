@@ -514,12 +514,13 @@ def curve_rows(rungs: Sequence[tuple[int, Grid]], reference: str = "basic") -> r
         d_mce = _paired(mce, [s["mce"] for s in base])
         d_gap = _paired(gap, [s["mce"] - s["clean_error"] for s in base])
         columns = robustness_columns(seeds)
+        clean_mean, clean_std = results.mean_std(clean)
+        mce_mean, mce_std = results.mean_std(mce)
         rows.append({
             "dataset": d, "backbone": b, "method": m, "epochs": epochs,
             "steps": seeds[0].get("steps"), "seeds": len(seeds),
-            "clean error": results.mean_std(clean)[0],
-            "clean std": results.mean_std(clean)[1],
-            "mCE": results.mean_std(mce)[0], "mCE std": results.mean_std(mce)[1],
+            "clean error": clean_mean, "clean std": clean_std,
+            "mCE": mce_mean, "mCE std": mce_std,
             "mCE - clean": columns.pop("mCE - clean"),
             "mCE - clean std": columns.pop("mCE - clean std"),
             f"clean - {reference}": d_clean[0],
