@@ -98,7 +98,7 @@ import importlib.util
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -1752,6 +1752,37 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _cell_labels(
+    labels: np.ndarray,
+    cells: Mapping[tuple[str, int], np.ndarray],
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+) -> np.ndarray:
+    """The one label sequence of :func:`make_c`'s ``cells`` (ValueError, saying which cell, when
+    a cell is missing, indexes outside the images or gives other labels than the first)."""
+    first = None
+    for c in corruptions:
+        for s in severities:
+            if (c, s) not in cells:
+                raise ValueError(f"cells has no indices for {c} at severity {s}; give one "
+                                 "index array per corruption and severity")  # fmt: skip
+            idx = np.asarray(cells[c, s])
+            if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(labels))):
+                raise ValueError(f"cells[{c!r}, {s}] must be a 1-d array of indices into the "
+                                 f"{len(labels)} images")  # fmt: skip
+            if first is None:
+                first = labels[idx]
+            elif not np.array_equal(labels[idx], first):
+                raise ValueError(
+                    f"cells[{c!r}, {s}] gives other labels than the first cell; every cell must "
+                    "give the same label sequence (labels.npy is shared): draw the same number "
+                    "of images per class and order them by class"
+                )
+    if first is None or len(first) == 0:
+        raise ValueError("no images to corrupt: give at least one corruption, severity and image")
+    return first
+
+
 def make_c(
     images: np.ndarray,
     labels: np.ndarray,
@@ -1765,6 +1796,7 @@ def make_c(
     device: str | torch.device = "cpu",
     frost_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    cells: Mapping[tuple[str, int], np.ndarray] | None = None,
 ) -> Path:
     """Write a corrupted copy of a dataset in the CIFAR-10-C layout.
 
@@ -1788,6 +1820,11 @@ def make_c(
         device: where to compute (random numbers are drawn on the CPU either way).
         frost_dir: folder of the frost photographs.
         progress: show a tqdm progress bar.
+        cells: optional ``{(corruption, severity): indices into images}``: file ``c`` then holds
+            ``images[cells[c, s]]`` at severity ``s`` instead of all images, so each corruption
+            and severity can have its own images. Every cell needs one, and all of them must
+            give the same label sequence (``labels.npy`` is shared), e.g. class-balanced draws
+            ordered by class (:func:`sncn.experiments.cifar_c.cell_subsets`).
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -1809,11 +1846,14 @@ def make_c(
         raise ValueError(f"unknown table {table!r}; expected one of: {', '.join(TABLES)}")
     corruptions = [check_name(c) for c in corruptions]
     severities = [check_severity(s) for s in severities]
+    if cells is None:
+        cells = {(c, s): np.arange(images.shape[0]) for c in corruptions for s in severities}
+    cell_labels = _cell_labels(labels, cells, corruptions, severities)
     out = writable_folder(out_dir, "corrupted images")
-    n = images.shape[0]
+    n = len(cell_labels)
     shape = (len(severities) * n, *images.shape[1:])
 
-    all_labels = np.tile(labels.astype(np.int64), len(severities))
+    all_labels = np.tile(cell_labels.astype(np.int64), len(severities))
     label_path = out / "labels.npy"
     if not (
         _is_complete(label_path, all_labels.shape, np.dtype(np.int64))
@@ -1833,8 +1873,9 @@ def make_c(
                 arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
                 for k, severity in enumerate(severities):
                     gen = torch.Generator().manual_seed(_derive_seed(seed, name, severity))
+                    chosen = cells[name, severity]
                     for start in range(0, n, batch_size):
-                        batch = torch.from_numpy(images[start : start + batch_size])
+                        batch = torch.from_numpy(images[chosen[start : start + batch_size]])
                         batch = batch.to(device).permute(0, 3, 1, 2)  # (B, 3, H, W)
                         y = corrupt(
                             batch, name, severity, table=table, generator=gen, frost_dir=frost_dir

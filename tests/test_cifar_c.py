@@ -22,6 +22,56 @@ def test_subset_is_class_balanced_and_seeded():
     assert cifar_c.subset(images, labels, None, seed=1)[0] is images
 
 
+def test_cell_subsets_are_independent_class_balanced_draws_with_one_label_sequence():
+    labels = np.repeat(np.arange(10), 100)[np.random.default_rng(0).permutation(1000)]
+    cells = cifar_c.cell_subsets(labels, 25, seed=0)
+    assert len(cells) == 75
+    first = labels[cells["gaussian_noise", 1]]
+    assert np.bincount(first, minlength=10).tolist() == [3] * 5 + [2] * 5
+    assert all(np.array_equal(labels[idx], first) for idx in cells.values())  # one labels.npy
+    assert all(len(np.unique(idx)) == 25 for idx in cells.values())  # no repeats in a cell
+    # different images in different cells, the same for every call (every method)
+    assert not np.array_equal(cells["gaussian_noise", 1], cells["gaussian_noise", 2])
+    assert not np.array_equal(cells["gaussian_noise", 1], cells["shot_noise", 1])
+    again = cifar_c.cell_subsets(labels, 25, seed=0)
+    assert all(np.array_equal(again[k], v) for k, v in cells.items())
+    other = cifar_c.cell_subsets(labels, 25, seed=1)
+    assert not np.array_equal(other["fog", 3], cells["fog", 3])
+    with pytest.raises(ValueError, match="fewer than 11 test images"):
+        cifar_c.cell_subsets(np.repeat(np.arange(10), [5] + [200] * 9), 101)
+    with pytest.raises(ValueError, match="between 1 and the 1000 test images"):
+        cifar_c.cell_subsets(labels, 0)
+    assert cifar_c.independent_cells(25, 1000) and not cifar_c.independent_cells(None, 1000)
+    assert not cifar_c.independent_cells(1000, 1000) and not cifar_c.independent_cells(0, 1000)
+
+
+def test_official_cifar_c_is_read_per_cell_from_the_draws_a_generated_set_is_made_of(tmp_path):
+    n_images, labels = 40, np.arange(40) % 4
+    for name in cifar_c.CORRUPTIONS:  # pixel value = the test image's index
+        ids = np.tile(np.arange(n_images), 5)
+        np.save(tmp_path / f"{name}.npy", ids[:, None, None, None].repeat(3, 3).astype(np.uint8))
+    np.save(tmp_path / "labels.npy", np.tile(labels, 5))
+
+    class Seen:
+        device = torch.device("cpu")
+        batches: list[np.ndarray] = []
+
+        def predict(self, x):
+            self.batches.append(x[:, 0, 0, 0].numpy())
+            return torch.zeros(len(x), 4)
+
+    probe = Seen()
+    wrong = cifar_c.corruption_wrong(probe, tmp_path, 8, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    cells = cifar_c.cell_subsets(labels, 8, seed=0)
+    seen = [np.rint(b).astype(int) for b in probe.batches]
+    expected = [cells[c, s] for c in cifar_c.CORRUPTIONS for s in cifar_c.SEVERITIES]
+    assert len(seen) == 75 and all(
+        np.array_equal(a, b) for a, b in zip(seen, expected, strict=True)
+    )
+    assert [w.tolist() for w in wrong["fog"]] == [(labels[cells["fog", s]] != 0).tolist()
+                                                  for s in cifar_c.SEVERITIES]  # fmt: skip
+
+
 def test_settings_follow_the_released_scripts():
     wrn = cifar_setting("cifar10", "wrn", "sncn_consistency")
     assert wrn["model"] == {"cnsn_type": "cnsn", "pos": "post", "crop": "both", "beta": 1.0}
@@ -124,7 +174,7 @@ def test_mce_standard_error_is_the_spread_of_a_new_draw_of_test_images():
     hardness = rng.uniform(0, 1, n)  # per image: the same images are hard under every corruption
     wrong = {c: [rng.uniform(0, 1, n) < hardness * (0.5 + 0.1 * s) for s in range(5)]
              for c in cifar_c.CORRUPTIONS}  # fmt: skip
-    se = cifar_c.mce_standard_error(wrong)
+    se = cifar_c.mce_standard_error(wrong, independent=False)
     # the same quantity by brute force: the mCE (cifar_mce of the 75 errors) over bootstrap
     # resamples of the n images, the model fixed
     draws = []
@@ -136,7 +186,26 @@ def test_mce_standard_error_is_the_spread_of_a_new_draw_of_test_images():
     # correlated cells: far above the error of 75 x n independent predictions
     assert se > 3 * 100 * np.sqrt(0.25 / (75 * n))
     uneven = {**wrong, "snow": [w[:-1] for w in wrong["snow"]]}
-    assert cifar_c.mce_standard_error(uneven) is None
+    assert cifar_c.mce_standard_error(uneven, independent=False) is None
+
+
+def test_mce_standard_error_of_independent_cells_is_the_spread_over_new_draws():
+    rng = np.random.default_rng(1)
+    n = 100
+    rates = {c: [rng.uniform(0.1, 0.9) for _ in range(5)] for c in cifar_c.CORRUPTIONS}
+
+    def draw():  # each cell: its own n images, wrong with the cell's rate
+        return {c: [rng.uniform(0, 1, n) < p for p in ps] for c, ps in rates.items()}
+
+    wrong = draw()
+    se = cifar_c.mce_standard_error(wrong)
+    mces = [cifar_mce({c: [100.0 * w.mean() for w in ws] for c, ws in draw().items()})
+            for _ in range(2000)]  # fmt: skip
+    assert se == pytest.approx(np.std(mces), rel=0.08)
+    # the binomial formula: sqrt(sum p (1 - p) / n) / 75, here about 0.5 points
+    exact = 100 * np.sqrt(sum(p * (1 - p) / n for ps in rates.values() for p in ps)) / 75
+    assert se == pytest.approx(exact, rel=0.05) and se < 1
+    assert cifar_c.mce_standard_error({**wrong, "fog": [w[:1] for w in wrong["fog"]]}) is None
 
 
 def test_curve_rows_pair_each_method_with_the_reference_seed_by_seed():

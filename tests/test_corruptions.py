@@ -776,6 +776,35 @@ def test_make_c_leaves_no_partial_file_and_resumes(tmp_path, tiny_set, monkeypat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_make_c_cells_give_each_corruption_and_severity_its_own_images(tmp_path, tiny_set):
+    images, labels = tiny_set  # labels 0 1 2 0 1 2
+    names, severities = ["contrast", "brightness"], [1, 2]
+    cells = {("contrast", 1): np.array([0, 1]), ("contrast", 2): np.array([3, 4]),
+             ("brightness", 1): np.array([3, 1]), ("brightness", 2): np.array([0, 4])}  # fmt: skip
+    out = C.make_c(images, labels, tmp_path / "c", corruptions=names, severities=severities,
+                   cells=cells, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(np.load(out / "labels.npy"), [0, 1, 0, 1])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    for name in names:
+        arr = np.load(out / f"{name}.npy")
+        assert arr.shape == (4, 32, 32, 3)
+        for k, s in enumerate(severities):
+            expected = corrupt(x[cells[name, s]], name, s, table="cifar")
+            np.testing.assert_array_equal(arr[2 * k : 2 * k + 2],
+                                          expected.permute(0, 2, 3, 1).numpy())  # fmt: skip
+    with pytest.raises(ValueError, match="other labels than the first cell"):
+        bad = {**cells, ("brightness", 2): np.array([1, 0])}
+        C.make_c(images, labels, tmp_path / "d", corruptions=names, severities=severities,
+                 cells=bad, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="no indices for brightness at severity 2"):
+        C.make_c(images, labels, tmp_path / "d", corruptions=names, severities=severities,
+                 cells={k: v for k, v in cells.items() if k != ("brightness", 2)},
+                 progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="indices into the 6 images"):
+        C.make_c(images, labels, tmp_path / "d", corruptions=["contrast"], severities=[1],
+                 cells={("contrast", 1): np.array([6])}, progress=False)  # fmt: skip
+
+
 def test_make_c_rejects_bad_arrays(tmp_path, tiny_set):
     images, labels = tiny_set
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):

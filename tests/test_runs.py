@@ -166,7 +166,7 @@ def test_adding_the_official_cifar_c_makes_a_new_run(tmp_path, monkeypatch, one_
     root, out = tmp_path / "data", tmp_path / "results"
     fake_cifar(monkeypatch, tmp_path / "c")
     assert cifar_c.corrupted_test_data("cifar10", 10, root) == {
-        "cifar_c": "generated", "images": 10, "seed": 0
+        "cifar_c": "generated", "images": 10, "seed": 0, "cells": "independent"
     }  # fmt: skip
     tiny = {"depth": 10, "widen_factor": 1}
     budget = dict(epochs=1, train_subset=20, test_subset=10, batch_size=10, root=root,

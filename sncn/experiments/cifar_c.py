@@ -51,6 +51,7 @@ PAPER_COLUMN = {
     "sncn_augmix": ("1", "SNCN+AugMix"),
 }
 _C_FOLDER = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+_TEST_IMAGES = 10_000  # in the CIFAR-10 and CIFAR-100 test sets
 
 
 def subset(
@@ -68,6 +69,47 @@ def subset(
     return images[take], labels[take]
 
 
+def cell_subsets(labels: np.ndarray, n: int, seed: int = 0) -> dict[tuple[str, int], np.ndarray]:
+    """Independent class-balanced draws of ``n`` test images, one per corruption and severity.
+
+    Cell ``(c, s)`` gets its own draw (a generator seeded from ``seed``, the corruption's index
+    and ``s``): ``n // K`` images of each of the K classes (one more for the first ``n % K``),
+    ordered by class, so every cell has the same label sequence and one ``labels.npy`` serves
+    the 75 (:func:`sncn.corruptions.make_c`'s ``cells``). The draws depend on ``labels``, ``n``
+    and ``seed`` only, so every method is evaluated on the same images and comparisons stay
+    paired. Independent cells make the mCE's standard error over test images about
+    ``sqrt(75)`` times smaller than one shared subset of ``n`` (:func:`mce_standard_error`);
+    two cells share an image by chance only (``n / len(labels)`` of their images on average).
+
+    Returns:
+        ``{(corruption, severity): indices into labels}``.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if not 0 < n <= len(labels):
+        raise ValueError(f"n must be between 1 and the {len(labels)} test images, got {n}")
+    members = [np.flatnonzero(labels == c) for c in classes]
+    counts = [n // len(classes) + (k < n % len(classes)) for k in range(len(classes))]
+    short = [str(c) for c, m, k in zip(classes, members, counts, strict=True) if len(m) < k]
+    if short:
+        raise ValueError(f"classes {', '.join(short)} have fewer than {max(counts)} test images; "
+                         "ask for fewer images per corruption and severity")  # fmt: skip
+    cells = {}
+    for i, corruption in enumerate(CORRUPTIONS):
+        for severity in SEVERITIES:
+            rng = np.random.default_rng([seed, i, severity])
+            cells[corruption, severity] = np.concatenate(
+                [rng.choice(m, k, replace=False) for m, k in zip(members, counts, strict=True)]
+            )
+    return cells
+
+
+def independent_cells(n_test: int | None, n_images: int) -> bool:
+    """Whether ``n_test`` images per corruption and severity out of a test set of ``n_images``
+    are independent draws per cell (:func:`cell_subsets`), or the whole set, shared by all."""
+    return n_test is not None and 0 < n_test < n_images
+
+
 def corrupted_test_set(
     dataset: str, n_test: int | None, root: str | os.PathLike | None = None, seed: int = 0
 ) -> tuple[Path, str]:
@@ -75,9 +117,11 @@ def corrupted_test_set(
 
     The real ``<root>/CIFAR-10-C`` (or ``CIFAR-100-C``) is used when it is there; every file is
     checked first (:func:`sncn.data.vision.official_cifar_c`), so a truncated or missing one
-    stops the run before training, with the command that downloads it again. Else
-    :func:`sncn.corruptions.make_c` writes the corruptions of ``n_test`` test images
-    (class-balanced, :func:`subset`) into ``<cache>/<name>-n<n_test>-seed<seed>`` in the cache
+    stops the run before training, with the command that downloads it again
+    (:func:`corruption_wrong` draws its ``n_test`` images per cell). Else
+    :func:`sncn.corruptions.make_c` writes, for each corruption and severity, the corruption of
+    its own ``n_test`` test images (:func:`cell_subsets`; all 10,000 for each when ``n_test`` is
+    None) into ``<cache>/<name>-n<n_test>-cells-seed<seed>`` (``-all-seed<seed>``) in the cache
     folder (:func:`sncn.data.cache_root`) once, and later calls reuse it.
 
     Returns:
@@ -86,9 +130,14 @@ def corrupted_test_set(
     official = official_cifar_c(dataset, root)
     if official is not None:
         return official, "official"
-    images, labels = subset(*load_cifar(dataset, "test", root), n_test, seed)
-    folder = cache_root(root) / f"{_C_FOLDER[dataset]}-n{len(labels)}-seed{seed}"
-    make_c(images, labels, folder, table="cifar", seed=seed, progress=False)
+    images, labels = load_cifar(dataset, "test", root)
+    if independent_cells(n_test, len(labels)):
+        cells = cell_subsets(labels, n_test, seed)
+        name = f"{_C_FOLDER[dataset]}-n{n_test}-cells-seed{seed}"
+    else:
+        cells, name = None, f"{_C_FOLDER[dataset]}-all-seed{seed}"
+    folder = cache_root(root) / name
+    make_c(images, labels, folder, table="cifar", seed=seed, progress=False, cells=cells)
     return folder, "generated"
 
 
@@ -107,13 +156,15 @@ def corrupted_test_data(
     Returns:
         ``{"cifar_c": "official", "files": digest}`` when the official files are there (the digest
         covers the 16 files' names and sizes and the bytes of ``labels.npy``), else
-        ``{"cifar_c": "generated", "images": n_test or 0, "seed": seed}`` (the generator itself
-        is part of the run's code version).
+        ``{"cifar_c": "generated", "images": n_test or 0, "seed": seed, "cells":
+        "independent"}`` (``"shared"`` when every cell holds all test images; the generator
+        itself is part of the run's code version).
     """
     official = data_root(root) / _C_FOLDER[dataset]
     files = [official / f"{name}.npy" for name in ("labels", *CORRUPTIONS)]
     if not all(f.is_file() for f in files):
-        return {"cifar_c": "generated", "images": n_test or 0, "seed": seed}
+        cells = "independent" if independent_cells(n_test, _TEST_IMAGES) else "shared"
+        return {"cifar_c": "generated", "images": n_test or 0, "seed": seed, "cells": cells}
     digest = hashlib.sha1(files[0].read_bytes())
     for f in files:
         digest.update(f"{f.name}:{f.stat().st_size};".encode())
@@ -172,31 +223,52 @@ def corruption_wrong(
     n_test: int | None = None,
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
+    seed: int = 0,
 ) -> dict[str, list[np.ndarray]]:
-    """``{corruption: [wrong predictions at severity 1..5]}`` on a CIFAR-C folder (the same
-    class-balanced ``n_test`` images of each file, :func:`subset`, so that item ``i`` is one test
-    image under all 75 corruptions), normalised with ``mean`` and ``std``."""
+    """``{corruption: [wrong predictions at severity 1..5]}`` on a CIFAR-C folder, normalised
+    with ``mean`` and ``std``.
+
+    When the files hold more than ``n_test`` images per severity (the official CIFAR-C), each
+    corruption and severity is evaluated on its own class-balanced draw of ``n_test`` of them
+    (:func:`cell_subsets` with ``seed``, the draw a generated set of ``n_test`` is made from);
+    else on all images of the file.
+    """
     wrong: dict[str, list[np.ndarray]] = {}
+    cells = None
     for corruption in CORRUPTIONS:
         wrong[corruption] = []
         for severity in SEVERITIES:
             images, labels = load_cifar_c(folder, corruption, severity)
-            if n_test is not None and n_test < len(labels):
-                images, labels = subset(images, labels, n_test, 0)
+            if independent_cells(n_test, len(labels)):
+                if cells is None:  # every file of a CIFAR-C folder has the same labels
+                    cells = cell_subsets(labels, n_test, seed)
+                take = cells[corruption, severity]
+                images, labels = images[take], labels[take]
             wrong[corruption].append(wrong_predictions(trainer, images, labels, mean=mean, std=std))
     return wrong
 
 
-def mce_standard_error(wrong: Mapping[str, Sequence[np.ndarray]]) -> float | None:
-    """The standard error (percentage points) of the CIFAR mCE from its test images.
+def mce_standard_error(
+    wrong: Mapping[str, Sequence[np.ndarray]], independent: bool = True
+) -> float | None:
+    """The standard error (percentage points) of the CIFAR mCE from its test images, the model
+    fixed: the spread a new draw of test images would give.
 
-    The mCE is the mean of 75 errors measured on the same ``n`` images, so it equals the mean over
-    images of ``w_i``, the share of the 75 corruptions under which image ``i`` is misclassified;
-    its standard error is ``std(w) / sqrt(n)`` (the spread a new draw of ``n`` test images would
-    give, with the model fixed). None when the files hold different numbers of images.
+    ``independent`` (each corruption and severity has its own images, :func:`cell_subsets`): the
+    mCE is the mean of 75 independent error rates, so its variance is the sum of their binomial
+    variances ``var(w_c) / n_c`` over 75 squared. Else the 75 errors are measured on the same
+    ``n`` images: the mCE is the mean over images of ``w_i``, the share of the 75 cells in which
+    image ``i`` is misclassified, and its standard error is ``std(w) / sqrt(n)`` (larger, as hard
+    images are hard under every corruption). None when a cell has fewer than 2 images, or, for
+    shared images, when the cells hold different numbers of them.
     """
     cells = [np.asarray(w, dtype=np.float64) for ws in wrong.values() for w in ws]
-    if len({len(c) for c in cells}) != 1 or len(cells[0]) < 2:
+    if min(len(c) for c in cells) < 2:
+        return None
+    if independent:
+        variance = sum(c.var(ddof=1) / len(c) for c in cells)
+        return 100.0 * float(np.sqrt(variance) / len(cells))
+    if len({len(c) for c in cells}) != 1:
         return None
     share = np.mean(cells, axis=0)  # (n,) w_i
     return 100.0 * float(share.std(ddof=1) / np.sqrt(len(share)))
@@ -220,23 +292,27 @@ def robustness_metrics(
             whole test set (10,000 images), whatever ``test_subset`` is.
         c_folder: the CIFAR-C folder (:func:`corrupted_test_set`).
         source: ``"official"`` or ``"generated"``, recorded as ``cifar_c``.
-        test_subset: images per corruption and severity (0: all).
+        test_subset: images per corruption and severity, each cell its own draw (0: all, the
+            same images in every cell).
         mean, std: the normalisation of every test image (default 0.5 and 0.5, the paper's).
 
     Returns:
         ``clean_error`` with ``clean_images``, ``mce`` with ``mce_se`` (its standard error over
-        test images, :func:`mce_standard_error`) and ``c_images`` (images per corruption and
-        severity), ``errors`` (``{corruption: [E_1..E_5]}``) and ``cifar_c`` (``source``: which
-        CIFAR-C, official or generated).
+        test images, :func:`mce_standard_error`), ``c_images`` (images per corruption and
+        severity) and ``c_cells`` (``"independent"`` draws or ``"shared"`` images), ``errors``
+        (``{corruption: [E_1..E_5]}``) and ``cifar_c`` (``source``: which CIFAR-C, official or
+        generated).
     """
     wrong = corruption_wrong(trainer, c_folder, test_subset or None, mean, std)
     errors = {c: [100.0 * float(w.mean()) for w in ws] for c, ws in wrong.items()}
+    independent = independent_cells(test_subset, len(test_y))
     return {
         "clean_error": evaluate_error(trainer, test_x, test_y, mean=mean, std=std),
         "clean_images": len(test_y),
         "mce": cifar_mce(errors),
-        "mce_se": mce_standard_error(wrong),
+        "mce_se": mce_standard_error(wrong, independent),
         "c_images": len(wrong[CORRUPTIONS[0]][0]),
+        "c_cells": "independent" if independent else "shared",
         "errors": errors,
         "cifar_c": source,
     }
