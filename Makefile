@@ -6,14 +6,15 @@ PROFILE ?= quick
 export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
-.PHONY: reproduce test lab lint bench env report-check
+.PHONY: reproduce test lab lint bench env report-check dist
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the exact environment of results/: every package pinned by requirements/lock.txt
+$(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[notebooks,dev]'
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[notebooks,dev]'
 	touch $@
 
 reproduce: $(STAMP)
@@ -41,3 +42,18 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.layers
 	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.corruptions
+
+# The wheel and sdist (dist/), checked by twine, then the wheel alone (its core dependencies
+# only) in a fresh venv, where the library imports and the layer tests pass. Takes minutes: pip
+# installs torch into that venv. PYTHON picks the interpreter, e.g. PYTHON=python3.13.
+DIST_VENV ?= /tmp/sncn-dist-venv
+dist: $(STAMP)
+	rm -rf dist $(DIST_VENV)
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check dist/*
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --quiet dist/*.whl pytest hypothesis
+	cd dist && $(DIST_VENV)/bin/python -c "import sncn.layers, sncn.models, sncn.corruptions, \
+	torch; print('sncn', sncn.__version__, 'with torch', torch.__version__, 'imports')"
+	cd dist && $(DIST_VENV)/bin/python -m pytest -q -p no:cacheprovider --rootdir=../tests \
+	../tests/test_layers.py ../tests/test_layers_properties.py

@@ -100,7 +100,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -1752,6 +1752,28 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class _NoBar:
+    """What :func:`make_c` calls of a tqdm bar, doing nothing."""
+
+    def set_description(self, _text: str) -> None: ...
+
+    def update(self, _n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A tqdm bar over ``total`` batches when ``show`` and tqdm is installed, else a silent one
+    (the library needs only torch, torchvision and numpy)."""
+    if show:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, unit="batch")
+    return _NoBar()
+
+
 def _cell_labels(
     labels: np.ndarray,
     cells: Mapping[tuple[str, int], np.ndarray],
@@ -1819,7 +1841,8 @@ def make_c(
         batch_size: images per call of :func:`corrupt`.
         device: where to compute (random numbers are drawn on the CPU either way).
         frost_dir: folder of the frost photographs.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (when tqdm, of the ``experiments`` extra, is
+            installed; the library alone shows none).
         cells: optional ``{(corruption, severity): indices into images}``: file ``c`` then holds
             ``images[cells[c, s]]`` at severity ``s`` instead of all images, so each corruption
             and severity can have its own images. Every cell needs one, and all of them must
@@ -1832,8 +1855,6 @@ def make_c(
     Reference:
         ``make_cifar_c.py`` of hendrycks/robustness, and the CIFAR-10-C release layout.
     """
-    from tqdm.auto import tqdm
-
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -1863,7 +1884,7 @@ def make_c(
 
     todo = [c for c in corruptions if not _is_complete(out / f"{c}.npy", shape, np.dtype(np.uint8))]
     batches = math.ceil(n / batch_size)
-    bar = tqdm(total=len(todo) * len(severities) * batches, disable=not progress, unit="batch")
+    bar = _progress_bar(len(todo) * len(severities) * batches, progress)
     try:
         for name in todo:
             bar.set_description(name)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -104,6 +105,30 @@ _SOURCES = source_hash()
 @functools.cache
 def _commit() -> str | None:
     return _git_commit(PACKAGE.parent)
+
+
+def environment() -> dict[str, str | None]:
+    """The software a run ran with, for the reader: Python, the versions of torch, torchvision
+    and numpy installed (None when one is not), torch's CUDA build (None for a CPU build or when
+    torch is not imported) and the machine's architecture. Not part of staleness."""
+    import sys
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    torch = sys.modules.get("torch")
+    return {
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "torchvision": version("torchvision"),
+        "numpy": version("numpy"),
+        "cuda": getattr(getattr(torch, "version", None), "cuda", None),
+        "machine": platform.machine(),
+    }
 
 
 def made_by(metrics: Mapping[str, Any]) -> str | None:
@@ -315,14 +340,15 @@ def save_run(run: str | os.PathLike, params: Row, metrics: Row) -> dict[str, Any
     """Write ``params.json`` and ``metrics.json``, then the ``done`` marker (holding the run's
     lock, :func:`run_lock`).
 
-    The metrics get the code version under ``code`` (:func:`code_version`); the marker holds
-    the time the run finished (``{"finished": <seconds since the epoch>}``).
+    The metrics get the code version under ``code`` (:func:`code_version`) and the versions of
+    Python, torch, torchvision and numpy under ``environment`` (:func:`environment`); the marker
+    holds the time the run finished (``{"finished": <seconds since the epoch>}``).
 
     Returns:
         The metrics as written (with ``code``): what :func:`load_metrics` reads back later.
     """
     run = Path(run)
-    metrics = {**metrics, "code": code_version()}
+    metrics = {**metrics, "code": code_version(), "environment": environment()}
     with run_lock(run):
         text = json.dumps(params, indent=2, sort_keys=True, default=str)
         atomic_write(run / "params.json", text)

@@ -111,6 +111,42 @@ def test_ema_update_averages_parameters_and_copies_buffers():
         ModelEMA(model, 1.0)
 
 
+def test_ema_is_the_reference_not_torch_averaged_model():
+    """Why ModelEMA is not torch's AveragedModel: the reference (FixMatch-pytorch) averages from
+    the first update on and copies buffers; AveragedModel copies the first weights, and averages
+    buffers with use_buffers=True."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ours = ModelEMA(model, decay=0.9)
+    theirs = {flag: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9),
+                                  use_buffers=flag) for flag in (False, True)}  # fmt: skip
+    initial = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.randn(8, 3) + 3)
+    ours.update(model)
+    for averaged in theirs.values():
+        averaged.update_parameters(model)
+    expected = [0.9 * b + 0.1 * p for b, p in zip(initial, model.parameters(), strict=True)]
+    assert all(
+        torch.allclose(e, x) for e, x in zip(ours.module.parameters(), expected, strict=True)
+    )
+    for averaged in theirs.values():  # a copy of the weights, not the average
+        weights = list(averaged.module.parameters())
+        assert all(torch.equal(e, p) for e, p in zip(weights, model.parameters(), strict=True))
+    model.train()(torch.randn(8, 3) - 3)  # new running statistics, then a second update
+    ours.update(model)
+    for averaged in theirs.values():
+        averaged.update_parameters(model)
+    mean = model[1].running_mean
+    assert torch.equal(ours.module[1].running_mean, mean)
+    assert torch.equal(theirs[False].module[1].running_mean, mean)
+    assert not torch.allclose(theirs[True].module[1].running_mean, mean)  # averaged
+
+
 def test_trainer_predicts_with_the_ema_and_checkpoints_it():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
     trainer = FixMatchTrainer(model, torch.optim.SGD(model.parameters(), 0.5), ema_decay=0.5)

@@ -122,14 +122,20 @@ def test_makefile_exports_the_data_root_unless_set():
     assert subprocess.run(["make", "-s", *show], env=env, **run).stdout.strip() == "/elsewhere"
 
 
-def test_install_pins_and_conda_environment_match_the_package():
+def test_install_pins_and_conda_environment_match_the_lock_and_the_package():
     pins = re.findall(r"`((?:torch|torchvision)==[\d.]+)`", README)
     assert len(pins) == 2
+    lock = (ROOT / "requirements" / "lock.txt").read_text().splitlines()
+    assert all(pin in lock for pin in pins)  # the README's pins are the lock's
+    pinned = [line for line in lock if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", line) for line in pinned)  # exact
     pyproject = (ROOT / "pyproject.toml").read_text()
-    for pin in pins:
-        assert f'"{pin}"' in pyproject
-    assert "-e .[notebooks,dev]" in (ROOT / "environment.yml").read_text()
-    assert "-e '.[notebooks,dev]'" in (ROOT / "Makefile").read_text()
+    core = re.search(r"^dependencies = \[(.*?)\]", pyproject, re.S | re.M).group(1)
+    assert "==" not in core  # the library takes ranges
+    assert sorted(re.findall(r'"([a-z]+)[><=]', core)) == ["numpy", "torch", "torchvision"]
+    conda = (ROOT / "environment.yml").read_text()
+    assert "-e .[notebooks,dev]" in conda and "-c requirements/lock.txt" in conda
+    assert "-c requirements/lock.txt -e '.[notebooks,dev]'" in (ROOT / "Makefile").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

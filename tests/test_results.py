@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import re
 
 import pytest
+import torch
 
 from sncn import results
 
@@ -18,7 +20,11 @@ def test_run_folder_roundtrip(tmp_path):
         results.load_metrics(run)
     written = results.save_run(run, {"epochs": 2}, {"clean_error": 12.5})
     assert results.is_done(run)
-    assert written == {"clean_error": 12.5, "code": results.code_version()}
+    environment = results.environment()
+    assert written == {"clean_error": 12.5, "code": results.code_version(),
+                       "environment": environment}  # fmt: skip
+    assert environment["torch"] in (torch.__version__, torch.__version__.split("+")[0])
+    assert environment["python"] == platform.python_version()
     assert results.load_metrics(run) == written
     assert json.loads((run / "params.json").read_text()) == {"epochs": 2}
 

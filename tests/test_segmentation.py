@@ -386,8 +386,11 @@ def test_poly_schedule_and_head_learning_rate():
         optimizer.step()
         schedule.step()
     assert lrs[0] == pytest.approx(0.01)
-    assert lrs[5] == pytest.approx(0.01 * 0.5**0.9)
-    assert optimizer.param_groups[0]["lr"] == 0.0
+    assert lrs == pytest.approx([0.01 * (1 - k / 10) ** 0.9 for k in range(10)], rel=1e-9)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0]
+    optimizer.step()
+    schedule.step()  # past the end: stays at 0
+    assert optimizer.param_groups[1]["lr"] == 0.0
 
 
 class _FixedPredictor:

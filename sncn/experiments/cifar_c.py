@@ -77,9 +77,10 @@ def cell_subsets(labels: np.ndarray, n: int, seed: int = 0) -> dict[tuple[str, i
     ordered by class, so every cell has the same label sequence and one ``labels.npy`` serves
     the 75 (:func:`sncn.corruptions.make_c`'s ``cells``). The draws depend on ``labels``, ``n``
     and ``seed`` only, so every method is evaluated on the same images and comparisons stay
-    paired. Independent cells make the mCE's standard error over test images about
-    ``sqrt(75)`` times smaller than one shared subset of ``n`` (:func:`mce_standard_error`);
-    two cells share an image by chance only (``n / len(labels)`` of their images on average).
+    paired. Independent cells make the mCE's standard error over test images several times
+    smaller than one shared subset of ``n`` (at most ``sqrt(75)`` times: hard images are hard
+    under every corruption; :func:`mce_standard_error`); two cells share an image by chance
+    only (``n / len(labels)`` of their images on average).
 
     Returns:
         ``{(corruption, severity): indices into labels}``.

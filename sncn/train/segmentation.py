@@ -57,15 +57,12 @@ def segmentation_sgd(
 
 def poly_schedule(
     optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """The poly learning rate, ``lr * (1 - step / total_steps) ** power``, stepped per update."""
+) -> torch.optim.lr_scheduler.PolynomialLR:
+    """The poly learning rate, ``lr * (1 - step / total_steps) ** power``, stepped per update
+    (0 from ``total_steps`` on): torch's ``PolynomialLR``, the released ``poly_learning_rate``."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
-
-    def factor(step: int) -> float:
-        return (1 - min(step, total_steps) / total_steps) ** power
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=power)
 
 
 class SegmentationTrainer(Trainer):
