@@ -4,6 +4,8 @@
     sncn runs --profile quick           list a profile's runs (fresh, stale, ...); --remove-stale
     sncn make-c --source cifar10 --out DIR
                                         write a corrupted test set in the CIFAR-10-C layout
+    sncn evaluate --model torchvision:resnet18 --num-classes 10 --weights W.pt
+                                        CIFAR-10-C / CIFAR-100-C errors of any model
     sncn claims --profile quick         the claims scoreboard and the README's block (sncn.claims)
     sncn report --profile quick         results/<profile>/report.html; --screenshot renders it
 
@@ -25,8 +27,9 @@ examples:
   sncn make-c --source cifar10 --limit 500 --seed 0 --out DIR
   sncn make-c --source PHOTOS --size 224 --limit 1000 --out DIR
 
---limit draws a class-balanced random subset (seeded by --seed): the same images as the
-experiments' generated CIFAR-C of that size and seed (sncn.experiments.cifar_c). An image
+--limit draws one class-balanced random subset (seeded by --seed) for every corruption and
+severity (the experiments instead give each cell its own draw of that size:
+sncn.experiments.cifar_c.cell_subsets, and sncn evaluate --n-images). An image
 folder is read as <folder>/<class>/*.png|jpg|jpeg, classes in sorted order (label i is the
 i-th class; the names go to classes.txt in the output folder).
 """
@@ -87,8 +90,8 @@ def _make_c_parser() -> argparse.ArgumentParser:
 def make_c_main(argv: Sequence[str]) -> int:
     """``sncn make-c``: ``--source`` is ``cifar10``, ``cifar100`` or an image folder of class
     subfolders; ``--limit N`` keeps a class-balanced random subset of ``N`` images drawn with
-    ``--seed`` (:func:`sncn.data.text.balanced_subset`, the draw of the experiments' generated
-    CIFAR-C). Returns the exit status."""
+    ``--seed`` (:func:`sncn.data.text.balanced_subset`), the same for every corruption and
+    severity. Returns the exit status."""
     import numpy as np
     import torch
 
@@ -141,6 +144,71 @@ def make_c_main(argv: Sequence[str]) -> int:
     return 0
 
 
+_EVALUATE_EPILOG = """\
+examples:
+  sncn evaluate --model torchvision:resnet18 --num-classes 10 --weights resnet18_cifar10.pt
+  sncn evaluate --model mymodels:wrn --dataset cifar100-c --n-images 100 --out eval/
+  sncn evaluate --model timm:resnet18 --num-classes 10 --normalize cifar --device cuda
+
+The model gets unnormalised images in [0, 1] (RobustBench's convention) unless --normalize
+puts a normalisation in front of it (auto: the normalisation of named pretrained torchvision
+or timm weights). Corrupted images: the official CIFAR-10-C / CIFAR-100-C files of the data
+root when present, else generated on the fly on --device (no files written). Writes
+evaluation.json, evaluation.csv and evaluation_heatmap.png into --out.
+"""
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    """``sncn evaluate``: :func:`sncn.evaluate.evaluate` of a :func:`sncn.evaluate.load_model`
+    model, saved by :func:`sncn.evaluate.save_evaluation`. Returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="sncn evaluate",
+        description="Clean error, error under each of the 15 corruptions x 5 severities and mCE "
+        "of any classifier on CIFAR-10-C or CIFAR-100-C (sncn.evaluate).",
+        epilog=_EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True,
+                        help="torchvision:NAME, timm:NAME or module:function (a module or a .py "
+                        "file; the function returns the model)")  # fmt: skip
+    parser.add_argument("--weights", default="",
+                        help="a state dict file, or a weights name (torchvision: DEFAULT, "
+                        "IMAGENET1K_V1, ...; timm: DEFAULT)")  # fmt: skip
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="outputs of a newly built torchvision/timm model")  # fmt: skip
+    parser.add_argument("--normalize", default="auto",
+                        choices=["auto", "none", "imagenet", "cifar", "half"],
+                        help="normalisation put in front of the model (default auto)")  # fmt: skip
+    parser.add_argument("--dataset", default="cifar10-c", choices=["cifar10-c", "cifar100-c"])
+    parser.add_argument("--n-images", type=int, default=None, metavar="N",
+                        help="test images per corruption and severity, each its own "
+                        "class-balanced draw (default: all 10,000)")  # fmt: skip
+    parser.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--root", default=None, help="data root (default: $SNCN_DATA or ./data)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("evaluation"),
+                        help="output folder (default: ./evaluation)")  # fmt: skip
+    args = parser.parse_args(list(argv))
+
+    from sncn.evaluate import evaluate, load_model, save_evaluation
+
+    model = load_model(args.model, args.weights, args.num_classes, args.normalize)
+    result = evaluate(model, args.dataset, n_images=args.n_images, severities=args.severities,
+                      batch_size=args.batch_size, device=args.device, root=args.root,
+                      seed=args.seed)  # fmt: skip
+    paths = save_evaluation(result, args.out, label=args.model)
+    mce = "-" if result["mce"] is None else f"{result['mce']:.2f}"
+    se = "" if result["mce_se"] is None else f" (SE {result['mce_se']:.2f} over test images)"
+    print(f"{args.model} on {args.dataset} ({result['source']}, {result['c_images']} images a "
+          f"cell): clean error {result['clean_error']:.2f}%, mCE {mce}%{se}; "
+          f"{result['seconds']:.0f} s, {result['images_per_second']:.0f} images/s on "
+          f"{result['device']}")  # fmt: skip
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def reproduce_main(argv: Sequence[str]) -> int:
     """``sncn reproduce``: :func:`sncn.pipeline.main` (``--profile``, ``--only``, ``--retrain``)."""
     from sncn import pipeline
@@ -183,6 +251,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "reproduce": (reproduce_main, "run the notebooks of a profile (make reproduce)"),
     "runs": (runs_main, "list a profile's runs (fresh, stale, ...), or remove the stale ones"),
     "make-c": (make_c_main, "write a corrupted test set in the CIFAR-10-C layout"),
+    "evaluate": (evaluate_main, "CIFAR-10-C / CIFAR-100-C errors and mCE of any classifier"),
     "claims": (claims_main, "write the claims scoreboard and the README's block"),
     "report": (report_main, "write report.html (--screenshot: render it in headless Chromium)"),
 }
@@ -208,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command][0](rest)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError) as error:
         if os.environ.get("SNCN_DEBUG"):
             raise
         message = " ".join(str(error).split()) or type(error).__name__

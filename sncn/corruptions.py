@@ -1729,7 +1729,9 @@ def corrupt(
 # ---------------------------------------------------------------------------------------------
 
 
-def _derive_seed(seed: int, name: str, severity: int) -> int:
+def cell_seed(seed: int, name: str, severity: int) -> int:
+    """The seed of corruption ``name`` at ``severity`` under base ``seed`` (:func:`make_c`'s,
+    and :func:`sncn.evaluate.evaluate`'s on-the-fly images)."""
     state = np.random.SeedSequence([seed, CORRUPTIONS.index(name), severity]).generate_state(1)
     return int(state[0])
 
@@ -1893,7 +1895,7 @@ def make_c(
             try:
                 arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
                 for k, severity in enumerate(severities):
-                    gen = torch.Generator().manual_seed(_derive_seed(seed, name, severity))
+                    gen = torch.Generator().manual_seed(cell_seed(seed, name, severity))
                     chosen = cells[name, severity]
                     for start in range(0, n, batch_size):
                         batch = torch.from_numpy(images[chosen[start : start + batch_size]])

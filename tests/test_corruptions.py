@@ -854,7 +854,7 @@ def test_cli_limit_is_a_seeded_class_balanced_subset(tmp_path, monkeypatch):
         np.testing.assert_array_equal(labels[ids], got)
     np.testing.assert_array_equal(picked[0][0], picked[1][0])  # same seed, same subset
     assert not np.array_equal(picked[0][0], picked[2][0])
-    # the draw of the experiments' generated CIFAR-C (cifar_c.subset) for the same n and seed
+    # the class-balanced draw of cifar_c.subset for the same n and seed
     from sncn.experiments.cifar_c import subset
 
     np.testing.assert_array_equal(picked[0][0], subset(images, labels, 10, 0)[0][:, 0, 0, 0])
