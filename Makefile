@@ -6,7 +6,7 @@ PROFILE ?= quick
 export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
-.PHONY: reproduce test lab lint bench env report-check dist
+.PHONY: reproduce test lab lint bench env report-check dist docs
 
 env: $(STAMP)
 
@@ -57,3 +57,8 @@ dist: $(STAMP)
 	torch; print('sncn', sncn.__version__, 'with torch', torch.__version__, 'imports')"
 	cd dist && $(DIST_VENV)/bin/python -m pytest -q -p no:cacheprovider --rootdir=../tests \
 	../tests/test_layers.py ../tests/test_layers_properties.py
+
+# the API reference (from the docstrings), a page per notebook and the fidelity page, in site/;
+# any warning fails the build
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
