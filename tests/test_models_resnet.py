@@ -435,6 +435,53 @@ def test_add_cnsn_torchvision_resnet18_post_addition():
     torch.testing.assert_close(out["y"], F.relu(seen["input"]))
 
 
+def _regnet(library: str) -> torch.nn.Module:
+    if library == "timm":
+        return pytest.importorskip("timm").create_model("regnetx_002", num_classes=3)
+    return torchvision.models.regnet_y_400mf(num_classes=3)
+
+
+@pytest.mark.parametrize("library", ["torchvision", "timm"])
+def test_add_cnsn_regnet_post_addition_and_residual(library):
+    """RegNet blocks: the unit sees the block's sum before its activation (post), or the last
+    BatchNorm's output of the residual branch (residual); every block gets one."""
+    torch.manual_seed(0)
+    model = add_cnsn(_regnet(library), "sn")
+    with torch.no_grad():  # timm zero-initialises each block's last BatchNorm: sums >= 0
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.normal_(0, 1, generator=gen(2))
+    names = units(model)
+    blocks = [m for m in model.modules() if hasattr(m, "cnsn")]
+    assert len(names) == len(blocks) > 4 and all(n.endswith(".cnsn") for n in names)
+    seen, out = {}, {}
+
+    class Record(nn.Module):
+        def forward(self, x):
+            seen["input"] = x.clone()
+            return x
+
+    block = blocks[-1]
+    block.cnsn = Record()
+    block.register_forward_hook(lambda m, i, o: out.setdefault("y", o.clone()))
+    model.eval()(images())
+    assert (seen["input"] < 0).any()  # the sum, before the activation
+    torch.testing.assert_close(out["y"], F.relu(seen["input"]))
+
+    residual = add_cnsn(_regnet(library), "cn", pos="residual", blocks=(4,))
+    fourth = list(units(residual))
+    assert fourth and all(n.startswith(("trunk_output.block4.", "s4.")) for n in fourth)
+    with crossnorm_step(residual, 1.0, 8):
+        residual.train()(images(4)).sum().backward()
+
+
+@pytest.mark.parametrize("arch", ["wide_resnet50_2", "resnext50_32x4d"])
+def test_add_cnsn_torchvision_wide_resnet_and_resnext(arch):
+    model = add_cnsn(getattr(torchvision.models, arch)(num_classes=3), "cnsn")
+    assert len(units(model)) == 16
+    assert model.eval()(images(2)).shape == (2, 3)
+
+
 def test_add_cnsn_crossnorm_trains():
     tv = add_cnsn(torchvision.models.resnet18(num_classes=3), "cn", crop="style")
     with crossnorm_step(tv, 1.0, 8):

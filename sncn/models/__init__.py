@@ -3,8 +3,9 @@
 One name per architecture; variants (where SelfNorm/CrossNorm units sit, their settings, widths)
 are keyword arguments, never new names. Families register themselves on import of their module.
 
-:func:`~sncn.models.resnet.add_cnsn` (SN/CN units into an existing torchvision or timm ResNet)
-is importable from here too: ``from sncn.models import add_cnsn``.
+:func:`~sncn.models.resnet.add_cnsn` (SN/CN units into an existing torchvision or timm ResNet,
+ResNeXt, Wide ResNet or RegNet) is importable from here too: ``from sncn.models import
+add_cnsn``.
 """
 
 from __future__ import annotations

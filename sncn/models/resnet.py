@@ -543,6 +543,41 @@ class _BlockUnit:
         return self.block.cnsn(output)
 
 
+def _stage_blocks(model: nn.Module) -> dict[int, list[nn.Module]]:
+    """The residual blocks of stages 1-4 of a torchvision or timm ResNet / ResNeXt / Wide ResNet
+    (``layer1..4``), torchvision RegNet (``trunk_output.block1..4``) or timm RegNet (``s1..4``,
+    whose blocks are ``b1, b2, ...``); ValueError naming what was looked for otherwise."""
+    found = [
+        {s: getattr(model, f"layer{s}", None) for s in STAGES},
+        {s: getattr(getattr(model, "trunk_output", None), f"block{s}", None) for s in STAGES},
+        {s: getattr(model, f"s{s}", None) for s in STAGES},
+    ]
+    for stages in found:
+        if all(isinstance(stage, nn.Module) for stage in stages.values()):
+            return {s: list(stage.children()) for s, stage in stages.items()}
+    raise ValueError(
+        f"{type(model).__name__} has no layer1..layer4 (torchvision or timm ResNet, ResNeXt, Wide "
+        "ResNet), trunk_output.block1..4 (torchvision RegNet) or s1..s4 (timm RegNet) of "
+        "residual blocks; add_cnsn does not know where its blocks are."
+    )
+
+
+def _block_points(block: nn.Module) -> tuple[nn.BatchNorm2d, nn.Module | None]:
+    """The last BatchNorm of a block's residual branch, and the activation applied once to the
+    block's sum (None for torchvision's ResNet blocks, which reuse one ReLU)."""
+    last_bn = block.bn3 if hasattr(block, "bn3") else getattr(block, "bn2", None)
+    after_sum = getattr(block, "act3", None) or getattr(block, "act2", None)  # timm ResNet
+    if last_bn is None and hasattr(block, "f") and hasattr(block, "activation"):
+        norms = [m for m in block.f.modules() if isinstance(m, nn.BatchNorm2d)]  # tv RegNet
+        last_bn, after_sum = (norms[-1] if norms else None), block.activation
+    elif last_bn is None and hasattr(getattr(block, "conv3", None), "bn"):  # timm RegNet
+        last_bn = block.conv3.bn
+    if not isinstance(last_bn, nn.BatchNorm2d):
+        raise ValueError(f"{type(block).__name__} is not a residual block add_cnsn knows (no "
+                         "bn2/bn3, RegNet branch f or conv3.bn).")  # fmt: skip
+    return last_bn, after_sum
+
+
 def add_cnsn(
     model: nn.Module,
     cnsn_type: str = "cnsn",
@@ -550,24 +585,26 @@ def add_cnsn(
     blocks: str | int | Iterable[int] = "all",
     **unit,
 ) -> nn.Module:
-    """Insert SN/CN units into an existing torchvision or timm ResNet, in place.
+    """Insert SN/CN units into an existing torchvision or timm ResNet-like model, in place.
 
-    Every residual block of the chosen stages gets a unit ``cnsn`` (its keys appear under
-    ``layerK.i.cnsn.``; all existing keys stay, so pretrained weights still load):
+    Models: torchvision and timm ResNet, ResNeXt and Wide ResNet (``layer1..4``), torchvision
+    RegNet (``trunk_output.block1..4``) and timm RegNet (``s1..4``). Every residual block of the
+    chosen stages gets a unit ``cnsn`` (its keys appear under ``<block>.cnsn.``; all existing keys
+    stay, so pretrained weights still load):
 
-    * ``pos="post"`` (post-addition, before the block's last ReLU, as in the paper's ResNet-50):
-      torchvision ``Bottleneck``/``BasicBlock`` instances get a subclass whose forward is theirs
-      with the unit after the addition (torchvision reuses one ReLU module three times, so a hook
-      cannot find that spot); timm blocks get a pre-hook on their last activation (``act3`` or
-      ``act2``), whose input is the sum.
-    * ``pos="residual"`` (post-residual): a hook on the block's last BatchNorm output.
+    * ``pos="post"`` (post-addition, before the block's last activation, as in the paper's
+      ResNet-50): torchvision ``Bottleneck``/``BasicBlock`` instances get a subclass whose forward
+      is theirs with the unit after the addition (torchvision reuses one ReLU module three times,
+      so a hook cannot find that spot); the other blocks get a pre-hook on the activation applied
+      once to the sum (timm's ``act3`` or ``act2``, torchvision RegNet's ``activation``).
+    * ``pos="residual"`` (post-residual): a hook on the output of the last BatchNorm of the
+      block's residual branch.
 
     The CN units start off, as everywhere: switch them with :func:`sncn.layers.crossnorm_step`
     (``sncn.train.Trainer`` does).
 
     Args:
-        model: a ``torchvision.models.ResNet`` or a ``timm`` ``ResNet`` (``layer1..layer4`` of
-            residual blocks).
+        model: one of the models above.
         cnsn_type: ``"sn"``, ``"cn"`` or ``"cnsn"``.
         pos: ``"post"`` or ``"residual"``.
         blocks: stages with units, ``"all"`` or a subset of ``(1, 2, 3, 4)``.
@@ -581,30 +618,17 @@ def add_cnsn(
     if pos not in ("post", "residual"):
         raise ValueError(f"add_cnsn supports pos 'post' or 'residual', got {pos!r}.")
     spec = UnitSpec(cnsn_type=cnsn_type, **unit)
-    missing = [
-        f"layer{s}"
-        for s in STAGES
-        if not isinstance(getattr(model, f"layer{s}", None), nn.Sequential)
-    ]
-    if missing:
-        raise ValueError(
-            f"{type(model).__name__} has no {', '.join(missing)} (nn.Sequential of residual "
-            "blocks); add_cnsn expects a torchvision or timm ResNet."
-        )
+    stages = _stage_blocks(model)
     for stage in _stages(blocks):
-        for block in getattr(model, f"layer{stage}"):
-            last_bn = block.bn3 if hasattr(block, "bn3") else getattr(block, "bn2", None)
-            if last_bn is None or not isinstance(last_bn, nn.BatchNorm2d):
-                raise ValueError(f"{type(block).__name__} is not a ResNet block (no bn2/bn3).")
+        for block in stages[stage]:
+            last_bn, after_sum = _block_points(block)
             if hasattr(block, "cnsn"):
                 raise ValueError(f"{type(block).__name__} already has a unit 'cnsn'.")
             block.add_module("cnsn", spec.build(last_bn.num_features))
             if pos == "residual":
                 last_bn.register_forward_hook(_BlockUnit(block).post)
-                continue
-            act = getattr(block, "act3", None) or getattr(block, "act2", None)
-            if act is not None:  # timm: the last activation is used once, on the sum
-                act.register_forward_pre_hook(_BlockUnit(block).pre)
+            elif after_sum is not None:  # used once, on the sum
+                after_sum.register_forward_pre_hook(_BlockUnit(block).pre)
             elif type(block).__module__.startswith("torchvision"):
                 block.__class__ = _with_post_unit(type(block))
             else:
