@@ -259,8 +259,8 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
         #   draw (cifar_c.cell_subsets): the mCE's standard error is at most
         #   100 sqrt(75 x 0.25 / 100) / 75 = 0.58 point (binomial cells), below the 1 point
         #   asked; clean error on all 10,000 test images.
-        # Cost here (2-core EPYC, alone): ~23 s of training an epoch, ~50 s of evaluation a run,
-        # ~28 min for the 12 reported runs, ~11 min for the 8 ladder runs.
+        # Cost here (2-core EPYC): ~23 s of training an epoch, ~50 s of evaluation a run; the
+        # notebook took 47m50s (the 12 reported runs and the 8 ladder runs).
         "quick": {
             "DATASETS": ["cifar10"],
             "BACKBONES": ["wrn"],
@@ -323,9 +323,9 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
         # seed: 32 steps of 128 images (2 epochs of 2,048) and 40 test images per corruption
         # and severity (independent draws: mCE standard error at most 0.82). WRN-40-2 evaluates
         # 103 images/s here (97 s for the 10,000 clean test images alone), WRN-10-2 615 (~19 s a
-        # run with its corrupted images) and trains 294 images/s; ~20 minutes in all. One seed
-        # and 32 steps cannot tell the rows apart: each table's resolution note says so, and the
-        # paper profile resolves them.
+        # run with its corrupted images) and trains 294 images/s; the notebook took 30 minutes
+        # here. One seed and 32 steps cannot tell the rows apart: each table's resolution note
+        # says so, and the paper profile resolves them.
         "quick": {
             "DATASET": "cifar10",
             "BACKBONE": "wrn",
