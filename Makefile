@@ -6,7 +6,7 @@ PROFILE ?= quick
 export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
-.PHONY: reproduce test lab lint bench env report-check dist docs
+.PHONY: reproduce test lab lint bench env report-check dist docs compat
 
 env: $(STAMP)
 
@@ -45,14 +45,16 @@ bench: $(STAMP)
 
 # The wheel and sdist (dist/), checked by twine, then the wheel alone (its core dependencies
 # only) in a fresh venv, where the library imports and the layer tests pass. Takes minutes: pip
-# installs torch into that venv. PYTHON picks the interpreter, e.g. PYTHON=python3.13.
+# installs torch into that venv. PYTHON picks the interpreter, e.g. PYTHON=python3.13, and
+# DIST_PINS extra requirements, e.g. DIST_PINS="torch==2.13.* torchvision==0.28.*".
 DIST_VENV ?= /tmp/sncn-dist-venv
+DIST_PINS ?=
 dist: $(STAMP)
 	rm -rf dist $(DIST_VENV)
 	$(PY) -m build --outdir dist .
 	$(PY) -m twine check dist/*
 	$(PYTHON) -m venv $(DIST_VENV)
-	$(DIST_VENV)/bin/python -m pip install --quiet dist/*.whl pytest hypothesis
+	$(DIST_VENV)/bin/python -m pip install --quiet dist/*.whl pytest hypothesis $(DIST_PINS)
 	cd dist && $(DIST_VENV)/bin/python -c "import sncn.layers, sncn.models, sncn.corruptions, \
 	torch; print('sncn', sncn.__version__, 'with torch', torch.__version__, 'imports')"
 	cd dist && $(DIST_VENV)/bin/python -m pytest -q -p no:cacheprovider --rootdir=../tests \
@@ -62,3 +64,12 @@ dist: $(STAMP)
 # any warning fails the build
 docs: $(STAMP)
 	$(PY) -m mkdocs build --strict
+
+# the supported range's two ends: the oldest torch on the oldest Python, the newest torch pip
+# finds on Python 3.13 (each a fresh venv of several GB, deleted afterwards; not in CI)
+compat: $(STAMP)
+	$(MAKE) dist PYTHON=python3.10 DIST_VENV=/tmp/sncn-compat-oldest \
+	    DIST_PINS="torch==2.13.* torchvision==0.28.* numpy==1.26.*"
+	rm -rf /tmp/sncn-compat-oldest
+	$(MAKE) dist PYTHON=python3.13 DIST_VENV=/tmp/sncn-compat-newest DIST_PINS=
+	rm -rf /tmp/sncn-compat-newest

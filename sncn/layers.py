@@ -128,6 +128,8 @@ def _moments(x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     n, c = x.shape[:2]
     # fp16/bf16: accumulate and return fp32; one contiguous copy at most
     acc = x.to(_compute_dtype(x.dtype), memory_format=torch.contiguous_format)
+    if not acc.is_contiguous():  # torch 2.13 returns some strided views unchanged
+        acc = acc.contiguous()
     # eps = 0: rstd = 1 / sqrt(var); a constant map gives rstd = inf and var = 0 exactly.
     spare, mean, rstd = torch.native_group_norm(acc, None, None, n, c, acc[0, 0].numel(), c, 0.0)
     usable = spare.dtype == x.dtype and spare.stride() == x.stride()
