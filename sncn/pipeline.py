@@ -292,10 +292,37 @@ def run_pipeline(
                 flush=True,
             )
             return 1
+        drop_images(executed)
         marker.write_text(fingerprint)
         print(f"{head}: done in {format_seconds(time.monotonic() - start)}", flush=True)
     print(f"report: {report.build_report(out, profile)}", flush=True)
     return 0
+
+
+#: Output types of an executed notebook that :func:`drop_images` replaces by a line of text.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
+
+
+def drop_images(executed: str | os.PathLike) -> int:
+    """Replace the images in an executed notebook's outputs by a line saying where the figures
+    are: every notebook saves its figures under ``results/<profile>/figures/``
+    (:func:`sncn.results.save_figure`), so the executed copy need not hold them again (the 07
+    notebook's would be 2 MB). Returns how many images were dropped."""
+    path = Path(executed)
+    notebook = json.loads(path.read_text())
+    dropped = 0
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            images = [kind for kind in IMAGE_TYPES if kind in data]
+            if images:
+                for kind in images:
+                    del data[kind]
+                data["text/plain"] = "[figure: see the profile's figures/ folder]"
+                dropped += len(images)
+    if dropped:
+        results.atomic_write(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    return dropped
 
 
 def show_runs(out: Path, remove_stale: bool = False) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -108,3 +109,26 @@ def test_profiles_and_parameters():
     assert notebook_parameters("99_none", "smoke") == {"PROFILE": "smoke"}
     with pytest.raises(ValueError, match="smoke, quick, paper"):
         notebook_parameters("99_none", "huge")
+
+
+def test_drop_images_keeps_everything_but_the_images(tmp_path):
+    from sncn.pipeline import drop_images
+
+    notebook = {"cells": [
+        {"cell_type": "code", "metadata": {"papermill": {"duration": 1.5}}, "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "table\n"},
+            {"output_type": "display_data", "metadata": {},
+             "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}},
+        ]},
+        {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    path = tmp_path / "07.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert drop_images(path) == 1
+    kept = json.loads(path.read_text())
+    stream, figure = kept["cells"][0]["outputs"]
+    assert stream == notebook["cells"][0]["outputs"][0]
+    assert figure["data"] == {"text/plain": "[figure: see the profile's figures/ folder]"}
+    assert kept["cells"][0]["metadata"] == {"papermill": {"duration": 1.5}}
+    assert kept["cells"][1] == notebook["cells"][1]
+    assert drop_images(path) == 0  # nothing left to drop
