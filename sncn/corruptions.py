@@ -100,7 +100,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -108,6 +108,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sncn.data import writable_folder
+from sncn.utils import progress_bar
 
 #: The 15 corruptions in the paper's order: noise, blur, weather, digital.
 CORRUPTIONS: tuple[str, ...] = (
@@ -1754,28 +1755,6 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class _NoBar:
-    """What :func:`make_c` calls of a tqdm bar, doing nothing."""
-
-    def set_description(self, _text: str) -> None: ...
-
-    def update(self, _n: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress_bar(total: int, show: bool) -> Any:
-    """A tqdm bar over ``total`` batches when ``show`` and tqdm is installed, else a silent one
-    (the library needs only torch, torchvision and numpy)."""
-    if show:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return _NoBar()
-        return tqdm(total=total, unit="batch")
-    return _NoBar()
-
-
 def _cell_labels(
     labels: np.ndarray,
     cells: Mapping[tuple[str, int], np.ndarray],
@@ -1886,7 +1865,7 @@ def make_c(
 
     todo = [c for c in corruptions if not _is_complete(out / f"{c}.npy", shape, np.dtype(np.uint8))]
     batches = math.ceil(n / batch_size)
-    bar = _progress_bar(len(todo) * len(severities) * batches, progress)
+    bar = progress_bar(len(todo) * len(severities) * batches, progress, unit="batch")
     try:
         for name in todo:
             bar.set_description(name)

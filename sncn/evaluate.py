@@ -37,6 +37,7 @@ from sncn.corruptions import CORRUPTIONS, SEVERITIES, cell_seed, check_name, che
 from sncn.data.vision import load_cifar, load_cifar_c, official_cifar_c
 from sncn.experiments.cifar_c import cell_subsets, independent_cells, mce_standard_error
 from sncn.metrics import cifar_mce
+from sncn.utils import progress_bar
 
 #: Dataset names of :func:`evaluate` -> the clean CIFAR dataset.
 DATASETS = {"cifar10-c": "cifar10", "cifar100-c": "cifar100"}
@@ -60,17 +61,6 @@ class Normalize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
-
-
-def _progress(total: int, show: bool, description: str):
-    """A tqdm bar counting images (it shows images/s), or None without tqdm or when not shown."""
-    if not show:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="img", desc=description)
 
 
 @torch.no_grad()
@@ -156,8 +146,9 @@ def evaluate(
     independent = independent_cells(n_images, len(test_y))
     cells = cell_subsets(test_y, n_images, seed) if independent else None
     per_cell = n_images if independent else len(test_y)
-    bar = _progress(len(test_y) + per_cell * len(corruptions) * len(severities), progress,
-                    f"{dataset} ({'official' if official else 'generated'})")  # fmt: skip
+    description = f"{dataset} ({'official' if official else 'generated'})"
+    total = len(test_y) + per_cell * len(corruptions) * len(severities)
+    bar = progress_bar(total, progress, unit="img", desc=description)  # shows images/s
     start = time.perf_counter()
 
     def predictions(images: np.ndarray, labels: np.ndarray, make=None) -> np.ndarray:
@@ -169,8 +160,7 @@ def evaluate(
                 x = make(x)
             y = torch.from_numpy(labels[k : k + batch_size]).to(device)
             wrong.append(_wrong(model, x, y, preprocessing, num_classes))
-            if bar is not None:
-                bar.update(len(y))
+            bar.update(len(y))
         return np.concatenate(wrong)
 
     clean = predictions(test_x, test_y)
@@ -187,8 +177,7 @@ def evaluate(
                            generator=torch.Generator().manual_seed(
                                cell_seed(seed, corruption, severity)))  # fmt: skip
             wrong[corruption].append(predictions(test_x[take], test_y[take], make))
-    if bar is not None:
-        bar.close()
+    bar.close()
     seconds = time.perf_counter() - start
     errors = {c: [100.0 * float(w.mean()) for w in ws] for c, ws in wrong.items()}
     complete = list(corruptions) == list(CORRUPTIONS) and list(severities) == list(SEVERITIES)

@@ -138,3 +138,26 @@ def progress_line(
         if left > 0 or not trained:
             tail += f", ~{format_seconds(left)} left" + ("" if position else " in this run")
     return f"{head}: {body} | {tail}"
+
+
+class _NoBar:
+    """What callers use of a tqdm bar, doing nothing."""
+
+    def set_description(self, _text: str) -> None: ...
+
+    def update(self, _n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def progress_bar(total: int, show: bool = True, **kwargs: Any) -> Any:
+    """A tqdm bar (``tqdm(total=total, **kwargs)``) when ``show`` and tqdm is installed, else a
+    silent stand-in with the same ``update``, ``set_description`` and ``close``: the library
+    (layers, models, corruptions, evaluation) needs only torch, torchvision and numpy."""
+    if show:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, **kwargs)
+    return _NoBar()
