@@ -15,6 +15,13 @@ Runs (``results/<profile>/runs/``) made by other code are stale: reused with a n
 again with ``--retrain stale`` (``--retrain all``: every run). ``--runs`` lists the runs and their
 status, ``--remove-stale`` deletes the stale ones.
 
+Before the notebooks run, the datasets their parameters need (:func:`needed_data`) are checked in
+the data root and fetched where they are missing and the network allows
+(:func:`sncn.data.prepare.prepare`: CIFAR with checksums, IMDb and SST-2 from the Hugging Face
+hub); one message says what was fetched and what is missing with how to provide it. The smoke
+profile reads the embedded sample (``sample_data/``) for what is still missing; the others stop
+(exit 2) instead. ``--no-fetch`` only checks.
+
 After the notebooks, ``results/<profile>/report.html`` is written (:mod:`sncn.report`): the
 claims scoreboard, then every table and figure in the paper's order.
 
@@ -188,6 +195,40 @@ def show_progress(
             stream.flush()
 
 
+def needed_data(stem: str, parameters: dict[str, Any]) -> list[str]:
+    """The datasets (keys of :data:`sncn.data.prepare.DATASETS`) notebook ``stem`` reads with
+    ``parameters`` (all of them: the declared ones with the profile's on top): what its
+    parameters name, else what its experiment always reads."""
+    number = stem[:2]
+    named = [parameters.get(k) for k in ("DATASET", "BACKBONE_DATASET")]
+    named += list(parameters.get("DATASETS") or [])
+    cifar = [d for d in named if d in ("cifar10", "cifar100")]
+    if number in ("01", "02", "07"):
+        return cifar + (["imagenet_sample"] if number == "07" else [])
+    if number == "03":
+        built = [] if parameters.get("DATA_DIR") else ["cifar10"]  # built from CIFAR-10
+        return built + (["imagenet_sample"] if parameters.get("SAMPLE_C") else [])
+    if number == "04":
+        return ["cifar10"]
+    if number == "06":
+        glove = ["glove"] if parameters.get("GLOVE", "auto") in ("auto", "package") else []
+        return ["imdb", "sst2", *glove]
+    return []  # 05 (generated street scenes or GTA5/Cityscapes, data/README.md), 08
+
+
+def _prepare_data(profile: str, parameters_of: dict[Path, dict[str, Any]], fetch: bool) -> bool:
+    """Check (and fetch) the data the notebooks need; print one message. False: stop."""
+    from sncn.data.prepare import prepare
+
+    names = [n for nb, p in parameters_of.items()
+             for n in needed_data(nb.stem, {**declared_parameters(nb)[1], **p})]  # fmt: skip
+    report_ = prepare(names, fetch=fetch, sample=profile == "smoke")
+    message = report_.message()
+    if message:
+        print(message, file=sys.stderr if report_.missing else sys.stdout, flush=True)
+    return not report_.missing
+
+
 def run_pipeline(
     profile: str,
     notebooks_dir: Path = REPO / "notebooks",
@@ -195,6 +236,7 @@ def run_pipeline(
     only: list[str] | None = None,
     force: bool = False,
     retrain: str | None = None,
+    fetch: bool = True,
 ) -> int:
     """Execute the notebooks for ``profile``.
 
@@ -211,11 +253,15 @@ def run_pipeline(
         retrain: ``"stale"`` or ``"all"``: while the notebooks run (all of them again), the runs
             they use that are stale, or all of them, are trained again
             (:func:`sncn.results.retrain_request`); a run shared by two notebooks is trained once.
+        fetch: fetch datasets missing from the data root (:func:`needed_data`); False only
+            checks. Either way, missing data stop every profile but smoke, which reads the
+            embedded sample instead.
 
     Returns:
         0 if every notebook succeeded (or was up to date), 1 if one failed, 2 if nothing ran
         because the request was invalid: no notebooks, an unknown name in ``only``, an invalid
-        profile or parameter (the message on stderr lists what is valid).
+        profile or parameter (the message on stderr lists what is valid), or data the
+        notebooks need are missing (the message says how to provide them).
     """
     import papermill
 
@@ -232,13 +278,16 @@ def run_pipeline(
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+    if not _prepare_data(profile, parameters_of, fetch):
+        return 2
     if retrain:
         stale = [r for r in results.list_runs(out) if r.status == "stale"]
         if retrain == "all" or stale:
             print(f"retraining {'every run' if retrain == 'all' else f'{len(stale)} stale runs'}"
                   " that the notebooks use", flush=True)  # fmt: skip
             with results.retrain_request(out, retrain):
-                return run_pipeline(profile, notebooks_dir, results_root, only, force=True)
+                return run_pipeline(profile, notebooks_dir, results_root, only, force=True,
+                                    fetch=False)  # fmt: skip
         print("no stale runs to retrain", flush=True)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     # kernels inherit this: no progress bars in the executed copies, which keep fit's one line
@@ -368,6 +417,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument(
         "--remove-stale", action="store_true", help="delete the profile's stale runs and exit"
     )
+    parser.add_argument(
+        "--no-fetch",
+        action="store_true",
+        help="do not download missing datasets, only check for them (smoke reads the embedded "
+        "sample for what is missing)",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "results", help="results root")
     parser.add_argument(
         "--notebooks", type=Path, default=REPO / "notebooks", help="notebooks folder"
@@ -375,9 +430,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs or args.remove_stale:
         return show_runs(args.results / args.profile, remove_stale=args.remove_stale)
-    return run_pipeline(
-        args.profile, args.notebooks, args.results, args.only, args.force, retrain=args.retrain
-    )
+    return run_pipeline(args.profile, args.notebooks, args.results, args.only, args.force,
+                        retrain=args.retrain, fetch=not args.no_fetch)  # fmt: skip
 
 
 if __name__ == "__main__":

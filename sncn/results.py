@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sncn.data import SAMPLE_ENV, SAMPLE_LABEL, samples_used
+
 try:
     import fcntl
 except ImportError:  # not POSIX: run folders are not locked
@@ -342,13 +344,17 @@ def save_run(run: str | os.PathLike, params: Row, metrics: Row) -> dict[str, Any
 
     The metrics get the code version under ``code`` (:func:`code_version`) and the versions of
     Python, torch, torchvision and numpy under ``environment`` (:func:`environment`); the marker
-    holds the time the run finished (``{"finished": <seconds since the epoch>}``).
+    holds the time the run finished (``{"finished": <seconds since the epoch>}``). A process
+    that has read the embedded sample (:func:`sncn.data.samples_used`) also records those
+    datasets under ``data_sample``.
 
     Returns:
         The metrics as written (with ``code``): what :func:`load_metrics` reads back later.
     """
     run = Path(run)
     metrics = {**metrics, "code": code_version(), "environment": environment()}
+    if samples_used():  # made from the embedded sample: every table of it will say so
+        metrics["data_sample"] = list(samples_used())
     with run_lock(run):
         text = json.dumps(params, indent=2, sort_keys=True, default=str)
         atomic_write(run / "params.json", text)
@@ -443,7 +449,10 @@ def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | Non
     Call it holding the run's lock (:func:`run_lock`). A finished run is read back, unless
     ``retrain`` is True or a :func:`retrain_request` of its results folder covers it; a run to
     retrain is cleared first (:func:`clear_run`, its checkpoint too: training starts over). A
-    stale run (made by other code, :func:`is_stale`) is read back with a printed note. An
+    stale run (made by other code, :func:`is_stale`) is read back with a printed note. A run
+    made from the embedded sample is trained again where the sample is not allowed
+    (``$SNCN_SAMPLE``), and one made from real data where this process has read the sample
+    (:func:`sncn.data.samples_used`). An
     unfinished run is trained, from its checkpoint if it has one.
 
     Args:
@@ -457,6 +466,8 @@ def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | Non
             retrain = _finished(run) < request["since"]
         elif (run / "checkpoint.pt").exists():  # interrupted: resumed unless from before
             retrain = (run / "checkpoint.pt").stat().st_mtime < request["since"]
+    if is_done(run) and not retrain and _other_data(run):
+        retrain = True
     if is_done(run) and not retrain:
         metrics = load_metrics(run)
         if not is_stale(metrics):
@@ -472,6 +483,22 @@ def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | Non
     if retrain:
         clear_run(run)
     return None
+
+
+def _other_data(run: Path) -> bool:
+    """Whether finished ``run`` was made from other data than this process may read (then it
+    says so): from the embedded sample where the sample is not allowed (``$SNCN_SAMPLE``), or
+    from real data where this process has read the sample (:func:`sncn.data.samples_used`)."""
+    sampled = bool(load_metrics(run).get("data_sample"))
+    if sampled and os.environ.get(SAMPLE_ENV) != "1":
+        made, now = "the embedded sample", f"real data only (${SAMPLE_ENV} is not 1)"
+    elif not sampled and samples_used():
+        made, now = "real data", f"the {SAMPLE_LABEL} ({', '.join(samples_used())})"
+    else:
+        return False
+    print(f"{run.name}: made from {made}, but this process reads {now}; trained again.",
+          flush=True)  # fmt: skip
+    return True
 
 
 @dataclass(frozen=True)
@@ -622,7 +649,23 @@ class Rows(list):
 
     def __init__(self, rows: Iterable[Row] = (), runs: Iterable[Mapping[str, Any]] = ()) -> None:
         super().__init__(rows)
+        runs = list(runs)
         self.codes = [m.get("code") for m in runs]
+        self.samples = sorted({d for m in runs for d in m.get("data_sample", ())})
+
+
+def sample_note(datasets: Iterable[str] = ()) -> str | None:
+    """A table or figure note when the data behind it include the embedded sample: the
+    ``datasets`` given (read back from runs' ``data_sample``) or those this process has read
+    from it (:func:`sncn.data.samples_used`); None when neither has any."""
+    used = sorted({*datasets, *samples_used()})
+    if not used:
+        return None
+    return (
+        f"{SAMPLE_LABEL.upper()}: made from the {SAMPLE_LABEL} of {', '.join(used)} shipped in "
+        f"the repository (sample_data/), not the real datasets, which were not in the data root; "
+        "the numbers only show that the code runs. Set $SNCN_DATA to a root with the data."
+    )
 
 
 def stale_note(codes: Sequence[Any]) -> str | None:
@@ -653,7 +696,8 @@ def save_table(
     ``results``.
 
     When ``rows`` are :class:`Rows` and some of their runs are stale, a note says so
-    (:func:`stale_note`). The two files are written together under the lock of the tables folder
+    (:func:`stale_note`); so does one when the data include the embedded sample
+    (:func:`sample_note`). The two files are written together under the lock of the tables folder
     (:func:`run_lock`), so concurrent writers of one table leave a matching pair.
 
     Returns:
@@ -668,8 +712,9 @@ def save_table(
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    stale = stale_note(rows.codes) if isinstance(rows, Rows) else None
-    notes = [*notes, stale] if stale else list(notes)
+    extra = [stale_note(rows.codes) if isinstance(rows, Rows) else None,
+             sample_note(rows.samples if isinstance(rows, Rows) else ())]  # fmt: skip
+    notes = [*notes, *(n for n in extra if n)]
     text = (f"# {title}\n\n" if title else "") + markdown_table(rows, digits)
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
@@ -746,12 +791,16 @@ def figure_footer(fig, source: str, note: str = ""):
 
     Args:
         fig: the figure.
-        source: the data and whether they are official, generated or a proxy.
+        source: the data and whether they are official, generated or a proxy (a process that
+            has read the embedded sample adds that it did).
         note: a caption or remark, written before the source.
 
     Returns:
         The text artist.
     """
+    sample = sample_note()
+    if source and sample:
+        source += f" ({SAMPLE_LABEL.upper()}: not the real datasets)"
     text = "\n".join(t for t in (note, f"Data: {source}" if source else "") if t)
     return fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=7, wrap=True,
                     gid=FOOTER_GID)  # fmt: skip

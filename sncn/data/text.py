@@ -11,7 +11,9 @@ Layouts read under the data root (:func:`sncn.data.data_root`; ``$SNCN_DATA``, d
 <cache>/text/*.npz                       token caches (tokenise once; sncn.data.cache_root)
 ```
 
-Without the local files, :func:`load_texts` falls back to Hugging Face ``datasets`` (online):
+Without the local files (and without the embedded sample, :func:`sncn.data.sample_for`, which
+the tests and the smoke profile allow), :func:`load_texts` falls back to Hugging Face
+``datasets`` (online):
 ``stanfordnlp/imdb`` (25,000 / 25,000) and ``SetFit/sst2``, the only hub copy we know of whose
 ``test`` split is the labelled 1,821-sentence SST-2 test set of Kim (2014) and the paper (GLUE's
 ``glue/sst2`` has no test labels and 67k phrase-level training items).
@@ -48,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sncn.data import cache_root, data_root, writable_folder
+from sncn.data import cache_root, data_root, sample_for, writable_folder
 
 __all__ = [
     "PAD",
@@ -67,6 +69,7 @@ __all__ = [
     "load_tokenized",
     "read_tsv",
     "tokenize",
+    "write_tsv",
 ]
 
 #: Special tokens and their ids: padding is 0 (the model's mask is ``tokens != 0``), unknown 1.
@@ -264,6 +267,31 @@ def read_tsv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
+def write_tsv(path: str | os.PathLike, texts: Sequence[str], labels: Sequence[int]) -> Path:
+    """Write a ``sentence<TAB>label`` file that :func:`read_tsv` reads back (gzip'd, with a fixed
+    timestamp so that equal data give equal bytes, when the name ends in ``.gz``); written to a
+    temporary name and renamed. Tabs and line breaks inside a text become spaces.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = (" ".join(str(t).split("\t")).replace("\r", " ").replace("\n", " ") for t in texts)
+    data = "sentence\tlabel\n" + "".join(
+        f"{t}\t{int(y)}\n" for t, y in zip(rows, labels, strict=True)
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as raw:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+                f.write(data.encode("utf-8"))
+        else:
+            raw.write(data.encode("utf-8"))
+    os.replace(tmp, path)
+    return path
+
+
 def local_path(dataset: str, split: str, root: str | os.PathLike | None = None) -> Path:
     """Where the local copy of ``dataset``/``split`` lives (it need not exist)."""
     _check_split(dataset, split)
@@ -300,7 +328,8 @@ def load_texts(
         split: ``train``/``test`` (IMDb), ``train``/``dev``/``test`` (SST-2).
         root: data root (default :func:`sncn.data.data_root`).
         source: ``local`` (the TSV under the root), ``hf`` (Hugging Face hub, online) or
-            ``auto`` (local when the file exists, else the hub).
+            ``auto`` (local when the file exists, else the embedded sample when allowed,
+            :func:`sncn.data.sample_for`, else the hub).
 
     Returns:
         ``(texts, labels, where)`` with labels int64 (1 = positive) and ``where`` the file read
@@ -313,6 +342,10 @@ def load_texts(
     if source not in ("auto", "local", "hf"):
         raise ValueError(f"source must be 'auto', 'local' or 'hf', got {source!r}.")
     path = local_path(dataset, split, root)
+    if source == "auto" and not path.is_file():  # the embedded sample, when allowed, before the hub
+        suffix = path.relative_to(data_root(root)).as_posix()
+        if (sample := sample_for(suffix, root)) is not None:
+            path = local_path(dataset, split, sample)
     if source == "local" or (source == "auto" and path.is_file()):
         if not path.is_file():
             raise FileNotFoundError(_missing_message(dataset, split, path, None))

@@ -51,7 +51,7 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from sncn.corruptions import CORRUPTIONS
-from sncn.data import CACHE_ENV, DATA_ENV, cache_root, data_root, writable_folder
+from sncn.data import CACHE_ENV, DATA_ENV, cache_root, data_root, sample_for, writable_folder
 from sncn.data.download import download as download_file
 from sncn.data.download import extract_tar
 
@@ -152,7 +152,9 @@ def load_cifar(
     row order; image folders ``<root>/<name>/<split>/<class>/*.{png,jpg,jpeg}`` with classes
     sorted alphabetically (the standard label order for both datasets), images sorted by class
     then file name (numeric names in numeric order); else, only when ``download=True``,
-    torchvision's archive from the CIFAR website (md5-checked) is fetched into ``<root>/<name>/``.
+    torchvision's archive from the CIFAR website (md5-checked) is fetched into ``<root>/<name>/``;
+    else, for CIFAR-10 with the default root and ``$SNCN_SAMPLE=1``, the embedded sample's 600 / 300
+    images (:func:`sncn.data.sample_for`).
 
     The decoded arrays are cached (written atomically) as :func:`cifar_cache_path`, in the cache
     folder (:func:`sncn.data.cache_root`), with a fingerprint of their source (file sizes of the
@@ -187,18 +189,18 @@ def load_cifar(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     cache_path = cifar_cache_path(name, split, root)
-    root = data_root(root)
+    given, root = root, data_root(root)
+    source = cifar_source(name, split, root)
     pickle_dir = _find_pickle_dir(name, root)
-    image_dir = root / name / split
     files: list[Path] = []
     folder_labels: list[int] = []
     if pickle_dir is not None:
-        source, fingerprint = pickle_dir, _pickle_fingerprint(name, split, pickle_dir)
-    elif image_dir.is_dir():
-        files, folder_labels = _cifar_image_files(name, image_dir)
-        source, fingerprint = image_dir, _files_fingerprint(image_dir, files)
+        fingerprint = _pickle_fingerprint(name, split, pickle_dir)
+    elif source is not None:
+        files, folder_labels = _cifar_image_files(name, source)
+        fingerprint = _files_fingerprint(source, files)
     else:
-        source, fingerprint = None, None
+        fingerprint = None
     if cache and cache_path.is_file():
         arrays = _read_cache(cache_path, name, split, source, fingerprint)
         if arrays is not None:
@@ -213,11 +215,25 @@ def load_cifar(
         source = download_cifar(name, root, progress=progress)
         fingerprint = _pickle_fingerprint(name, split, source)
         images, labels = _read_pickles(name, split, source)
+    elif (sample := sample_for(name, given)) is not None:  # decoded in a second, never cached
+        return load_cifar(name, split, sample, cache=False, num_threads=num_threads, progress=False)
     else:
         raise FileNotFoundError(_missing_cifar_message(name, split, root, cache_path))
     if cache:
         _write_cache(cache_path, images, labels, str(source), fingerprint)
     return images, labels
+
+
+def cifar_source(name: str, split: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Where :func:`load_cifar` reads a split from in ``root``: the pickle folder, else the image
+    folder ``<root>/<name>/<split>``; None when the root has neither (its cache not counted).
+    """
+    root = data_root(root)
+    pickle_dir = _find_pickle_dir(_check_cifar_name(name), root)
+    if pickle_dir is not None:
+        return pickle_dir
+    image_dir = root / name / split
+    return image_dir if image_dir.is_dir() else None
 
 
 def cifar_cache_path(name: str, split: str, root: str | os.PathLike | None = None) -> Path:
@@ -1075,6 +1091,9 @@ _SAMPLE_HOW = (
 def _read_sample_labels(root: str | os.PathLike | None) -> tuple[Path, list[dict[str, str]]]:
     base = data_root(root) / "imagenet_sample"
     path = base / "labels.csv"
+    if not path.is_file() and (sample := sample_for("imagenet_sample", root)) is not None:
+        base = sample / "imagenet_sample"
+        path = base / "labels.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found. {_SAMPLE_HOW}")
     with open(path, newline="") as f:

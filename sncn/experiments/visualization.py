@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sncn.data import data_root
+from sncn.data import data_root, sample_for
 from sncn.data.vision import CIFAR_MEAN, CIFAR_STD, NUM_CLASSES, load_cifar, normalize
 from sncn.layers import SelfNorm, crossnorm, instance_stats, random_partner, sample_box
 from sncn.models import create_model
@@ -751,6 +751,20 @@ def image_crossnorm_figure(
     return fig
 
 
+def _street_files(root: Path) -> list[Path]:
+    """The street scenes under ``root`` in :func:`street_scenes`'s order of preference."""
+    gta = sorted((root / "gta5" / "images").glob("*.png"))
+    city = sorted((root / "cityscapes" / "leftImg8bit").glob("**/*.png"))
+    sample = sorted((root / "cityscapes_sample" / "leftImg8bit").glob("**/*.png"))
+    street = [root / "imagenet_sample" / "images" / f for f in _STREETS]
+    found = gta[:2] if len(gta) >= 2 else city[:2] if len(city) >= 2 else sample[:1] + street
+    return [p for p in found if p.is_file()][:2]
+
+
+#: ImageNet sample images of streets: class "streetcar", then "trolleybus"
+_STREETS = ("829_n04335435.jpg", "874_n04487081.jpg")
+
+
 def street_scenes(
     root: str | os.PathLike | None = None,
     paths: Sequence[str] = (),
@@ -761,7 +775,9 @@ def street_scenes(
     Looked for under the data root, first found wins: two GTA5 frames (``gta5/images/*.png``,
     the paper's choice), two Cityscapes frames (``cityscapes/leftImg8bit/**/*.png``), else the
     one frame of ``cityscapes_sample/leftImg8bit`` with the ImageNet sample's street scene
-    (``imagenet_sample/images/829_n04335435.jpg``, class "streetcar").
+    (``imagenet_sample/images/829_n04335435.jpg``, class "streetcar"), or that and a second
+    one (``874_n04487081.jpg``, "trolleybus"); else, where allowed
+    (:func:`sncn.data.sample_for`), the two of the embedded sample.
 
     Args:
         root: data root (default :func:`sncn.data.data_root`).
@@ -773,13 +789,11 @@ def street_scenes(
     """
     from PIL import Image
 
-    root = data_root(root)
+    given, root = root, data_root(root)
     if not paths:
-        gta = sorted((root / "gta5" / "images").glob("*.png"))
-        city = sorted((root / "cityscapes" / "leftImg8bit").glob("**/*.png"))
-        sample = sorted((root / "cityscapes_sample" / "leftImg8bit").glob("**/*.png"))
-        street = root / "imagenet_sample" / "images" / "829_n04335435.jpg"
-        found = gta[:2] if len(gta) >= 2 else city[:2] if len(city) >= 2 else sample[:1] + [street]
+        found = _street_files(root)
+        if len(found) < 2 and (sample := sample_for("imagenet_sample", given)) is not None:
+            root, found = sample, _street_files(sample)
         paths = [str(p.relative_to(root)) for p in found]
     if len(paths) < 2 or not all((root / p).is_file() for p in paths):
         raise FileNotFoundError(
