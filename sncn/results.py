@@ -5,7 +5,7 @@ Layout under a profile's results folder (``results/<profile>/``)::
     tables/<name>.csv, tables/<name>.md     one table, ours next to the paper's
     figures/<name>.png (+ .pdf)             one figure, named after the paper's figure
     runs/<run>/params.json, metrics.json    one training/evaluation run; ``done`` when finished
-    runs/<run>/.lock                        held by the process working on the run
+    runs/<run>/.lock, .lock.holder          held by the process working on the run; who that is
 
 Notebooks share state only through these files (and a ``--retrain`` request, which the pipeline
 passes to its kernels in the environment: :func:`retrain_request`).
@@ -32,7 +32,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,12 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sncn.data import SAMPLE_ENV, SAMPLE_LABEL, samples_used
+import filelock
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: run folders are not locked
-    fcntl = None
+from sncn.data import SAMPLE_ENV, SAMPLE_LABEL, samples_used
 
 Row = Mapping[str, Any]
 
@@ -171,81 +167,95 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
 #: The lock file of a folder (:func:`run_lock`).
 LOCK = ".lock"
 
-# (lock file, thread) -> depth of the run_lock blocks this thread has open on it
-_HELD: dict[tuple[str, int], int] = {}
+#: The record of who holds the lock of a folder (:func:`run_lock`), beside the lock file.
+HOLDER = ".lock.holder"
 
 
 class RunLocked(TimeoutError):
-    """A folder stayed locked by another process for longer than the timeout."""
+    """A folder stayed locked by another process (or thread) for longer than the timeout."""
 
 
-def _read_holder(handle) -> str:
-    handle.seek(0)
+def _file_lock(folder: Path) -> filelock.BaseFileLock:
+    """The lock of ``folder``: one instance per lock file in this process (``is_singleton``)
+    whose holds count per thread (``thread_local``, the default), so a thread may nest blocks
+    while another thread contends through a descriptor of its own, as another process would.
+    Never downgraded to a :class:`filelock.SoftFileLock` (``fallback_to_soft=False``): a lock
+    that outlives its holder's crash would leave the folder locked."""
+    path = os.path.abspath(folder / LOCK)
+    return filelock.FileLock(path, is_singleton=True, fallback_to_soft=False)
+
+
+def _describe_holder(folder: Path) -> str:
+    """The holder of ``folder``'s lock as its record (:data:`HOLDER`) names it. Call it only
+    while the lock is held: a record left by a holder that died names nobody."""
     try:
-        info = json.loads(handle.read() or "{}")
-    except json.JSONDecodeError:
-        info = {}
-    if not info:
+        info = json.loads((folder / HOLDER).read_text())
+    except (OSError, ValueError):  # not written yet, or gone meanwhile
+        info = None
+    if not isinstance(info, dict) or not info:
         return "another process"
     return f"pid {info.get('pid')} on {info.get('host')} (since {info.get('since')})"
 
 
 def lock_holder(folder: str | os.PathLike) -> str | None:
-    """Who holds the lock of ``folder`` (pid, host, since when), or None when nobody does."""
-    path = Path(folder) / LOCK
-    if fcntl is None or not path.is_file():
+    """Who holds the lock of ``folder`` (pid, host, since when), or None when nobody does.
+
+    It asks the lock itself, through a descriptor of its own (so it sees a hold of this very
+    thread too), and reads the holder's record only if the lock is taken. The lock file is not
+    created: a folder without one, or one this process cannot open it in, is not locked.
+    """
+    folder = Path(folder)
+    if not (folder / LOCK).is_file():
         return None
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(handle)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    probe = filelock.FileLock(os.path.abspath(folder / LOCK), fallback_to_soft=False)
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        return _describe_holder(folder)
+    except OSError:  # cannot open the lock file (a read-only folder), or it went away
+        return None
+    probe.release()
     return None
 
 
-def _acquire(path: Path, timeout: float | None, poll: float):
-    """Open ``path`` and take its exclusive lock; wait (printing the holder once) if needed.
-    None when the folder is read-only (nobody can write there: there is nothing to guard)."""
+def _read_only(error: OSError) -> bool:
+    """Whether ``error`` says the lock file cannot be made or opened for writing here."""
+    return isinstance(error, PermissionError) or error.errno == errno.EROFS
+
+
+def _acquire(lock: filelock.BaseFileLock, folder: Path, timeout: float | None, poll: float) -> bool:
+    """Take ``lock`` (the lock of ``folder``); wait (printing the holder once) if needed.
+
+    Returns:
+        False when the lock file cannot be made (a read-only folder: nobody can write there,
+        there is nothing to guard), else True.
+    """
     start, told = time.monotonic(), False
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # again when removed meanwhile (remove_stale)
+        waited = time.monotonic() - start
+        wait = 0.0 if not told else -1.0 if timeout is None else max(0.0, timeout - waited)
         try:
-            handle = open(path, "a+")
+            lock.acquire(timeout=wait, poll_interval=poll)
+            return True
+        except filelock.Timeout:  # (a TimeoutError, so an OSError: caught first)
+            pass
+        except FileNotFoundError:  # the folder was removed while we waited: make it again
+            continue
         except OSError as error:
-            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
-                return None
+            if _read_only(error):
+                return False
             raise
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(handle)
-            handle.close()
-            waited = time.monotonic() - start
-            if timeout is not None and waited >= timeout:
-                raise RunLocked(
-                    f"{path.parent} is locked by {holder}, which is working on it; gave up after "
-                    f"{timeout:g} s. Wait for it to finish, or end that process."
-                ) from None
-            if not told:
-                print(f"{path.parent.name}: locked by {holder}, which is working on it; waiting "
-                      "for it to finish ...", flush=True)  # fmt: skip
-                told = True
-            time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - waited)))
-            continue
-        try:  # the folder may have been removed (remove_stale) since we opened the file
-            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            handle.close()
-            continue
-        handle.seek(0)
-        handle.truncate()
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}))
-        handle.flush()
-        return handle
+        holder = _describe_holder(folder)
+        if timeout is not None and time.monotonic() - start >= timeout:
+            raise RunLocked(
+                f"{folder} is locked by {holder}, which is working on it; gave up after "
+                f"{timeout:g} s. Wait for it to finish, or end that process."
+            )
+        if not told:
+            print(f"{folder.name}: locked by {holder}, which is working on it; waiting for it "
+                  "to finish ...", flush=True)  # fmt: skip
+            told = True
 
 
 @contextlib.contextmanager
@@ -254,15 +264,25 @@ def run_lock(
 ) -> Iterator[Path]:
     """Hold the lock of a run folder (any folder) for the block: one process at a time.
 
-    The lock is an exclusive ``flock`` on ``<folder>/.lock``, which records the holder (pid,
-    host, start time). The operating system releases it when the holder exits, however it ends,
-    so a crashed process never leaves a folder locked. A process that finds the folder locked
-    prints the holder once and waits for it to finish (then it usually finds the run done and
-    reads it back); with ``timeout`` it gives up after that many seconds with
-    :class:`RunLocked`, naming the holder. The same thread may nest blocks on one folder (an
-    experiment's run holds its folder while :func:`sncn.train.fit` checkpoints into it). Not
-    locked where ``fcntl`` is missing (not POSIX), nor in a folder this process cannot write
-    (finished runs can still be read there).
+    The lock is a :class:`filelock.FileLock` on ``<folder>/.lock``: an exclusive ``flock`` on
+    POSIX, a ``LockFileEx`` lock on Windows (so Windows is locked too). The
+    operating system releases it when the holder exits, however it ends, so a crashed process
+    never leaves a folder locked. The holder records itself (pid, host, start time) in a file
+    beside it, ``<folder>/.lock.holder`` (:data:`HOLDER`), written (renamed into place) once the
+    lock is taken and removed before it is let go: the lock file is the lock's alone (on Windows
+    its locked bytes cannot even be read by others), and a record left by a killed holder is
+    harmless, as it is read only while the lock is taken (:func:`lock_holder`) and the next
+    holder replaces it.
+
+    A process that finds the folder locked prints the holder once and waits for it to finish
+    (then it usually finds the run done and reads it back); with ``timeout`` it gives up after
+    that many seconds with :class:`RunLocked`, naming the holder. The same thread may nest
+    blocks on one folder (an experiment's run holds its folder while :func:`sncn.train.fit`
+    checkpoints into it); other threads of the process wait like other processes. A folder
+    removed while waiting for it (:func:`remove_stale`) is made again and locked anew. Not
+    locked in a folder where the lock file cannot be made (read-only: finished runs can still be
+    read there). On a file system without working file locks it raises (``OSError``) rather
+    than fall back to filelock's :class:`~filelock.SoftFileLock`, which a crash leaves behind.
 
     Args:
         folder: the folder (created if missing).
@@ -273,29 +293,26 @@ def run_lock(
         The folder, as a Path.
 
     Raises:
-        RunLocked: another process held the lock for longer than ``timeout``.
+        RunLocked: another process (or thread) held the lock for longer than ``timeout``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    key = (os.path.abspath(folder / LOCK), threading.get_ident())
-    if fcntl is None or key in _HELD:
-        _HELD[key] = _HELD.get(key, 0) + 1
-        try:
-            yield folder
-        finally:
-            _HELD[key] -= 1
-            if not _HELD[key]:
-                del _HELD[key]
+    lock = _file_lock(folder)
+    if not _acquire(lock, folder, timeout, poll):
+        yield folder
         return
-    handle = _acquire(folder / LOCK, timeout, poll)
-    _HELD[key] = 1
     try:
+        if lock.lock_counter == 1:  # this thread's outermost block
+            since = time.strftime("%Y-%m-%d %H:%M:%S")
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+            with contextlib.suppress(OSError):  # only a record: the lock holds without it
+                atomic_write(folder / HOLDER, json.dumps(info))
         yield folder
     finally:
-        del _HELD[key]
-        if handle is not None:
-            handle.truncate(0)
-            handle.close()  # releases the lock
+        if lock.lock_counter == 1:
+            with contextlib.suppress(OSError):
+                (folder / HOLDER).unlink(missing_ok=True)
+        lock.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,9 +450,10 @@ def _requested(run: Path) -> dict[str, Any]:
 
 
 def clear_run(run: str | os.PathLike) -> None:
-    """Delete everything in a run folder but its lock: marker, metrics, params, checkpoint."""
+    """Delete everything in a run folder but its lock (and the lock's holder record): marker,
+    metrics, params, checkpoint."""
     for entry in Path(run).iterdir():
-        if entry.name == LOCK:
+        if entry.name in (LOCK, HOLDER):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

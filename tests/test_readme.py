@@ -132,7 +132,8 @@ def test_install_pins_and_conda_environment_match_the_lock_and_the_package():
     pyproject = (ROOT / "pyproject.toml").read_text()
     core = re.search(r"^dependencies = \[(.*?)\]", pyproject, re.S | re.M).group(1)
     assert "==" not in core  # the library takes ranges
-    assert sorted(re.findall(r'"([a-z]+)[><=]', core)) == ["numpy", "torch", "torchvision"]
+    names = sorted(re.findall(r'"([a-z]+)[><=]', core))
+    assert names == ["filelock", "numpy", "torch", "torchvision"]  # filelock: torch needs it too
     conda = (ROOT / "environment.yml").read_text()
     assert "-e .[notebooks,dev]" in conda and "-c requirements/lock.txt" in conda
     assert "-c requirements/lock.txt -e '.[notebooks,dev]'" in (ROOT / "Makefile").read_text()

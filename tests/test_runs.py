@@ -3,6 +3,7 @@ processes sharing a results folder (locks, unique temporary names)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -229,16 +230,75 @@ def test_a_locked_run_folder_waits_for_its_holder_or_names_it(tmp_path, capsys):
     assert results.lock_holder(folder) is None
 
 
-def test_finished_runs_are_read_back_from_a_read_only_results_folder(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [PermissionError(errno.EACCES, "Permission denied"),
+                                   OSError(errno.EROFS, "Read-only file system")])  # fmt: skip
+def test_finished_runs_are_read_back_from_a_read_only_results_folder(tmp_path, monkeypatch, error):
     folder = finished_run(tmp_path, "r-seed0")
     (folder / results.LOCK).unlink()
+    real_open = os.open
 
     def refuse(path, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
+        if Path(path).name == results.LOCK:
+            raise error
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(results, "open", refuse, raising=False)  # no lock file can be made
+    monkeypatch.setattr(os, "open", refuse)  # no lock file can be made (as root, chmod can't)
     with results.run_lock(folder):
         assert results.reuse(folder) == results.load_metrics(folder)
+    assert results.lock_holder(folder) is None
+
+
+def test_a_run_folder_removed_while_waited_for_is_made_and_locked_again(tmp_path):
+    folder = tmp_path / "runs" / "r-seed0"
+    held, release = threading.Event(), threading.Event()
+
+    def hold_and_remove() -> None:  # as remove_stale does
+        with results.run_lock(folder):
+            held.set()
+            release.wait(10)
+            shutil.rmtree(folder)
+
+    holder = threading.Thread(target=hold_and_remove)
+    holder.start()
+    held.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with results.run_lock(folder, timeout=10, poll=0.05):  # waits, then locks the new folder
+        assert (folder / results.LOCK).is_file()
+        assert f"pid {os.getpid()}" in results.lock_holder(folder)
+    holder.join()
+    assert results.lock_holder(folder) is None
+
+
+HOLD_SCRIPT = """
+import sys, time
+from sncn import results
+
+with results.run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_the_lock_of_a_killed_holder_is_released(tmp_path):
+    folder, script = tmp_path / "runs" / "r-seed0", tmp_path / "hold.py"
+    script.write_text(HOLD_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, str(script), str(folder)], env=env,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert process.stdout.readline() == "held\n"
+        assert f"locked by pid {process.pid} on " in f"locked by {results.lock_holder(folder)}"
+        with pytest.raises(results.RunLocked, match=f"locked by pid {process.pid} on "):
+            with results.run_lock(folder, timeout=0):
+                pass
+    finally:
+        process.kill()
+        process.communicate()
+    assert (folder / results.HOLDER).is_file()  # its record stays behind, but names nobody:
+    assert results.lock_holder(folder) is None
+    with results.run_lock(folder, timeout=0):
+        assert f"pid {os.getpid()}" in results.lock_holder(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [results.LOCK]
 
 
 FIT_SCRIPT = """
