@@ -284,6 +284,8 @@ def judge(claim: Claim, tables: str | os.PathLike) -> dict[str, Any]:
         why = "Welch 95% CI over seeds" if claim.std else "the table gives no spread over seeds"
     if _stale(notes):
         why += "; the table notes STALE runs"
+    if results.SAMPLE_MARK in notes:
+        why += f"; the table is from the {results.SAMPLE_MARK} (not the real data)"
     return {
         **row,
         "data": _data(claim, rows, notes),
@@ -320,6 +322,12 @@ def save_scoreboard(profile_dir: str | os.PathLike, profile: str) -> list[dict]:
         "budget (sncn.claims).",
         "resolved by: for a claim this profile does not settle, the profile (and data) that can.",
     ]  # fmt: skip
+    sampled = [p.stem for p in sorted((profile_dir / "tables").glob("*.md"))
+               if results.SAMPLE_MARK in p.read_text()]  # fmt: skip
+    if sampled:
+        notes.append(f"{results.SAMPLE_MARK}: {len(sampled)} of the tables behind these verdicts "
+                     "were made from the embedded sample, not the real data; their verdicts say "
+                     "nothing about the paper.")  # fmt: skip
     results.save_table(
         rows,
         "claims",

@@ -672,6 +672,10 @@ class Rows(list):
         self.samples = sorted({d for m in runs for d in m.get("data_sample", ())})
 
 
+#: How table notes mark the embedded sample (:func:`sample_note`); :mod:`sncn.claims` looks for it.
+SAMPLE_MARK = SAMPLE_LABEL.upper()
+
+
 def sample_note(datasets: Iterable[str] = ()) -> str | None:
     """A table or figure note when the data behind it include the embedded sample: the
     ``datasets`` given (read back from runs' ``data_sample``) or those this process has read
@@ -680,7 +684,7 @@ def sample_note(datasets: Iterable[str] = ()) -> str | None:
     if not used:
         return None
     return (
-        f"{SAMPLE_LABEL.upper()}: made from the {SAMPLE_LABEL} of {', '.join(used)} shipped in "
+        f"{SAMPLE_MARK}: made from the {SAMPLE_LABEL} of {', '.join(used)} shipped in "
         f"the repository (sample_data/), not the real datasets, which were not in the data root; "
         "the numbers only show that the code runs. Set $SNCN_DATA to a root with the data."
     )
@@ -818,7 +822,7 @@ def figure_footer(fig, source: str, note: str = ""):
     """
     sample = sample_note()
     if source and sample:
-        source += f" ({SAMPLE_LABEL.upper()}: not the real datasets)"
+        source += f" ({SAMPLE_MARK}: not the real datasets)"
     text = "\n".join(t for t in (note, f"Data: {source}" if source else "") if t)
     return fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=7, wrap=True,
                     gid=FOOTER_GID)  # fmt: skip

@@ -204,3 +204,16 @@ def test_the_sample_is_rebuilt_byte_for_byte_from_the_mirror(tmp_path):
                 and p.parts[len(folder.parts)] != "build.py" and p.name != "README.md"}  # fmt: skip
 
     assert digests(tmp_path) == digests(SAMPLE)
+
+
+def test_the_scoreboard_says_when_its_tables_come_from_the_sample(empty_root, tmp_path):
+    from sncn.claims import save_scoreboard
+
+    results.save_table([{"x": 1}], "plain", tmp_path)
+    save_scoreboard(tmp_path, "smoke")
+    assert "EMBEDDED SAMPLE" not in (tmp_path / "claims.md").read_text()
+    with pytest.warns(UserWarning):
+        load_cifar("cifar10", "test")
+    results.save_table([{"x": 1}], "sampled", tmp_path)
+    save_scoreboard(tmp_path, "smoke")
+    assert "EMBEDDED SAMPLE: 1 of the tables" in (tmp_path / "claims.md").read_text()
