@@ -5,7 +5,7 @@
     sncn make-c --source cifar10 --out DIR
                                         write a corrupted test set in the CIFAR-10-C layout
     sncn evaluate --model torchvision:resnet18 --num-classes 10 --weights W.pt
-                                        CIFAR-10-C / CIFAR-100-C errors of any model
+                                        CIFAR-10-C / CIFAR-100-C / ImageNet-C errors of any model
     sncn claims --profile quick         the claims scoreboard and the README's block (sncn.claims)
     sncn report --profile quick         results/<profile>/report.html; --screenshot renders it
 
@@ -149,22 +149,29 @@ examples:
   sncn evaluate --model torchvision:resnet18 --num-classes 10 --weights resnet18_cifar10.pt
   sncn evaluate --model mymodels:wrn --dataset cifar100-c --n-images 100 --out eval/
   sncn evaluate --model timm:resnet18 --num-classes 10 --normalize cifar --device cuda
+  sncn evaluate --model torchvision:resnet50 --weights DEFAULT --dataset imagenet-c --data ROOT
+  sncn evaluate --model torchvision:resnet18 --weights none --dataset imagenet-c --n-images 10
 
 The model gets unnormalised images in [0, 1] (RobustBench's convention) unless --normalize
 puts a normalisation in front of it (auto: the normalisation of named pretrained torchvision
-or timm weights). Corrupted images: the official CIFAR-10-C / CIFAR-100-C files of the data
-root when present, else generated on the fly on --device (no files written). Writes
-evaluation.json, evaluation.csv and evaluation_heatmap.png into --out.
+or timm weights). Corrupted images: the official CIFAR-10-C / CIFAR-100-C files, or the
+ImageNet-C folder, of the data root when present, else generated on the fly on --device (no
+files written). ImageNet-C: clean images from ROOT/imagenet/val/<wnid>/* or, without it, the
+1,000-image sample ROOT/imagenet_sample (Resize 256, CenterCrop 224); the mCE is
+AlexNet-normalised, with the relative mCE beside it. Writes evaluation.json, evaluation.csv
+and evaluation_heatmap.png into --out.
 """
 
 
 def evaluate_main(argv: Sequence[str]) -> int:
     """``sncn evaluate``: :func:`sncn.evaluate.evaluate` of a :func:`sncn.evaluate.load_model`
     model, saved by :func:`sncn.evaluate.save_evaluation`. Returns the exit status."""
+    from sncn.corruptions import CORRUPTIONS, SEVERITIES
+
     parser = argparse.ArgumentParser(
         prog="sncn evaluate",
         description="Clean error, error under each of the 15 corruptions x 5 severities and mCE "
-        "of any classifier on CIFAR-10-C or CIFAR-100-C (sncn.evaluate).",
+        "of any classifier on CIFAR-10-C, CIFAR-100-C or ImageNet-C (sncn.evaluate).",
         epilog=_EVALUATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -172,21 +179,32 @@ def evaluate_main(argv: Sequence[str]) -> int:
                         help="torchvision:NAME, timm:NAME or module:function (a module or a .py "
                         "file; the function returns the model)")  # fmt: skip
     parser.add_argument("--weights", default="",
-                        help="a state dict file, or a weights name (torchvision: DEFAULT, "
-                        "IMAGENET1K_V1, ...; timm: DEFAULT)")  # fmt: skip
+                        help="a state dict file, a weights name (torchvision: DEFAULT, "
+                        "IMAGENET1K_V1, ...; timm: DEFAULT), or none (default: none, "
+                        "as constructed)")  # fmt: skip
     parser.add_argument("--num-classes", type=int, default=None,
                         help="outputs of a newly built torchvision/timm model")  # fmt: skip
     parser.add_argument("--normalize", default="auto",
                         choices=["auto", "none", "imagenet", "cifar", "half"],
                         help="normalisation put in front of the model (default auto)")  # fmt: skip
-    parser.add_argument("--dataset", default="cifar10-c", choices=["cifar10-c", "cifar100-c"])
+    parser.add_argument("--dataset", default="cifar10-c",
+                        choices=["cifar10-c", "cifar100-c", "imagenet-c"])  # fmt: skip
     parser.add_argument("--n-images", type=int, default=None, metavar="N",
-                        help="test images per corruption and severity, each its own "
-                        "class-balanced draw (default: all 10,000)")  # fmt: skip
-    parser.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+                        help="CIFAR: test images per corruption and severity, each its own "
+                        "class-balanced draw (default: all 10,000); ImageNet-C: one "
+                        "class-balanced random subset of N images for the clean error and "
+                        "every cell (default: all)")  # fmt: skip
+    parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS),
+                        choices=CORRUPTIONS, metavar="NAME",
+                        help="default: all 15 (the mCE needs them all)")  # fmt: skip
+    parser.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--root", default=None, help="data root (default: $SNCN_DATA or ./data)")
+    parser.add_argument("--root", "--data", default=None,
+                        help="data root (default: $SNCN_DATA or ./data)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ImageNet-C: processes decoding JPEGs (default: CPUs - 1, at most "
+                        "8; 0: none)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("evaluation"),
                         help="output folder (default: ./evaluation)")  # fmt: skip
@@ -195,16 +213,25 @@ def evaluate_main(argv: Sequence[str]) -> int:
     from sncn.evaluate import evaluate, load_model, save_evaluation
 
     model = load_model(args.model, args.weights, args.num_classes, args.normalize)
-    result = evaluate(model, args.dataset, n_images=args.n_images, severities=args.severities,
-                      batch_size=args.batch_size, device=args.device, root=args.root,
-                      seed=args.seed)  # fmt: skip
+    result = evaluate(model, args.dataset, n_images=args.n_images, corruptions=args.corruptions,
+                      severities=args.severities, batch_size=args.batch_size, device=args.device,
+                      root=args.root, seed=args.seed, workers=args.workers)  # fmt: skip
     paths = save_evaluation(result, args.out, label=args.model)
     mce = "-" if result["mce"] is None else f"{result['mce']:.2f}"
     se = "" if result["mce_se"] is None else f" (SE {result['mce_se']:.2f} over test images)"
-    print(f"{args.model} on {args.dataset} ({result['source']}, {result['c_images']} images a "
-          f"cell): clean error {result['clean_error']:.2f}%, mCE {mce}%{se}; "
-          f"{result['seconds']:.0f} s, {result['images_per_second']:.0f} images/s on "
-          f"{result['device']}")  # fmt: skip
+    if "data" in result:  # ImageNet-C: which data, and the AlexNet-normalised mCEs
+        relative = result["relative_mce"]
+        relative = "-" if relative is None else f"{relative:.2f}"
+        print(f"{args.model} on {args.dataset} ({result['data']['description']}; "
+              f"{result['c_images']} images a cell): clean error {result['clean_error']:.2f}%, "
+              f"mCE {mce}%{se} and relative mCE {relative}% (AlexNet = 100); "
+              f"{result['seconds']:.0f} s, {result['images_per_second']:.1f} images/s on "
+              f"{result['device']}")  # fmt: skip
+    else:
+        print(f"{args.model} on {args.dataset} ({result['source']}, {result['c_images']} images "
+              f"a cell): clean error {result['clean_error']:.2f}%, mCE {mce}%{se}; "
+              f"{result['seconds']:.0f} s, {result['images_per_second']:.0f} images/s on "
+              f"{result['device']}")  # fmt: skip
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -251,7 +278,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "reproduce": (reproduce_main, "run the notebooks of a profile (make reproduce)"),
     "runs": (runs_main, "list a profile's runs (fresh, stale, ...), or remove the stale ones"),
     "make-c": (make_c_main, "write a corrupted test set in the CIFAR-10-C layout"),
-    "evaluate": (evaluate_main, "CIFAR-10-C / CIFAR-100-C errors and mCE of any classifier"),
+    "evaluate": (evaluate_main, "CIFAR-10/100-C or ImageNet-C errors and mCE of any classifier"),
     "claims": (claims_main, "write the claims scoreboard and the README's block"),
     "report": (report_main, "write report.html (--screenshot: render it in headless Chromium)"),
 }

@@ -765,15 +765,18 @@ def c_source(metrics: Iterable[dict[str, Any]]) -> str:
     return " and ".join(words.get(k, k) for k in sorted({m["cifar_c"] for m in metrics}))
 
 
-def heatmap_figure(metrics: dict[str, dict[str, Any]], title: str = ""):
+def heatmap_figure(metrics: dict[str, dict[str, Any]], title: str = "", heading: str | None = None):
     """Corruption x severity error heatmaps, one panel per method (``{method: metrics}``).
 
     Each cell prints its error in black or white, whichever is more readable on its colour
     (:func:`sncn.results.text_colour`); the footer says which CIFAR-C the errors are on.
 
     Args:
-        metrics: ``{method: metrics of one run}`` (``errors``, ``mce``, ``cifar_c``).
+        metrics: ``{method: metrics of one run}`` (``errors``, ``mce``, ``cifar_c``: ``official``,
+            ``generated`` or the footer's words).
         title: second title line (e.g. the dataset and backbone).
+        heading: first title line (default: Table 1's cells; :mod:`sncn.evaluate` names
+            ImageNet-C).
     """
     import matplotlib.pyplot as plt
 
@@ -794,7 +797,7 @@ def heatmap_figure(metrics: dict[str, dict[str, Any]], title: str = ""):
                     color=results.text_colour(cell))  # fmt: skip
     axes[0][0].set_ylabel("corruption")  # shared by every panel
     fig.colorbar(image, ax=axes[0].tolist(), label="error (%)", shrink=0.8)
-    heading = "Table 1 cells by corruption and severity: test error (%)"
+    heading = heading or "Table 1 cells by corruption and severity: test error (%)"
     fig.suptitle(f"{heading}\n{title}" if title else heading, fontsize=10)
     results.figure_footer(fig, c_source(metrics.values()))
     return fig
