@@ -205,6 +205,11 @@ def evaluate_main(argv: Sequence[str]) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="ImageNet-C: processes decoding JPEGs (default: CPUs - 1, at most "
                         "8; 0: none)")  # fmt: skip
+    parser.add_argument("--imagenet-c-geometry", choices=("released", "stored"),
+                        default="released",
+                        help="ImageNet-C: its 224-px crops through Resize(256) + "
+                        "CenterCrop(224) again, as the paper's code and RobustBench (released), "
+                        "or as they are")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("evaluation"),
                         help="output folder (default: ./evaluation)")  # fmt: skip
@@ -215,7 +220,8 @@ def evaluate_main(argv: Sequence[str]) -> int:
     model = load_model(args.model, args.weights, args.num_classes, args.normalize)
     result = evaluate(model, args.dataset, n_images=args.n_images, corruptions=args.corruptions,
                       severities=args.severities, batch_size=args.batch_size, device=args.device,
-                      root=args.root, seed=args.seed, workers=args.workers)  # fmt: skip
+                      root=args.root, seed=args.seed, workers=args.workers,
+                      imagenet_c_geometry=args.imagenet_c_geometry)  # fmt: skip
     paths = save_evaluation(result, args.out, label=args.model)
     mce = "-" if result["mce"] is None else f"{result['mce']:.2f}"
     se = "" if result["mce_se"] is None else f" (SE {result['mce_se']:.2f} over test images)"

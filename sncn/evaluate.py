@@ -18,12 +18,13 @@ standard error of the mCE that the draw costs.
 ImageNet-C: the clean images are the ImageNet validation folder ``<root>/imagenet/val/<wnid>/*``
 or, without it, the 1,000-image sample ``<root>/imagenet_sample``
 (:class:`sncn.data.vision.ImageNetSample`), at ``Resize(256) + CenterCrop(224)``. The corrupted
-images are the official ``<root>/ImageNet-C/<corruption>/<severity>/<wnid>/*`` (stored as
-224 x 224 crops, read as they are; the paper's and AugMix's ``imagenet.py``, and
-:mod:`sncn.experiments.imagenet_c`, pass them through Resize(256) + CenterCrop(224) again, an
-8/7 enlargement, so their numbers are not interchangeable with these) when that folder exists,
-else the clean crops corrupted on the fly with the 224-px table of :mod:`sncn.corruptions` (the
-images ``make_c(..., table="imagenet")`` would write for the same crops, seed and batch size).
+images are the official ``<root>/ImageNet-C/<corruption>/<severity>/<wnid>/*`` when that folder
+exists, else the clean crops corrupted on the fly with the 224-px table of
+:mod:`sncn.corruptions` (the images ``make_c(..., table="imagenet")`` would write for the same
+crops, seed and batch size). ImageNet-C images are 224 x 224 crops; by default
+(``imagenet_c_geometry="released"``) they go through Resize(256) + CenterCrop(224) again before
+the model, an 8/7 enlargement, as in the paper's and AugMix's ``imagenet.py``, RobustBench and
+:mod:`sncn.experiments.imagenet_c`; ``"stored"`` feeds them as they are (FIDELITY.md).
 ``n_images`` takes one class-balanced random subset of that many images, shared by the clean
 error and every cell (each JPEG is decoded once). The result's ``data`` says which data were
 used.
@@ -137,6 +138,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     workers: int | None = None,
+    imagenet_c_geometry: str = "released",
 ) -> dict[str, Any]:
     """Clean and corruption errors of a classifier, and its mCE.
 
@@ -167,6 +169,9 @@ def evaluate(
         workers: ImageNet-C: ``DataLoader`` processes decoding the JPEGs (0: this process;
             default: one less than the CPUs this process may use, at most 8). Ignored for CIFAR,
             which is decoded into memory once.
+        imagenet_c_geometry: ImageNet-C: ``"released"`` (default: the corrupted 224-px crops
+            go through Resize(256) + CenterCrop(224) again, as the paper's code, AugMix and
+            RobustBench do) or ``"stored"`` (as they are).
 
     Returns:
         ``{"dataset", "source"`` (``"official"`` or ``"generated"``), ``"clean_error"``,
@@ -204,7 +209,8 @@ def evaluate(
     model = model.to(device).eval()
     if name == "imagenet":
         return _imagenet_c(model, preprocessing, corruptions, severities, n_images, batch_size,
-                           device, root, seed, progress, workers)  # fmt: skip
+                           device, root, seed, progress, workers,
+                           imagenet_c_geometry)  # fmt: skip
     test_x, test_y = load_cifar(name, "test", root, progress=progress)
     official = official_cifar_c(name, root)
     independent = independent_cells(n_images, len(test_y))
@@ -281,6 +287,7 @@ def _imagenet_c(
     seed: int,
     progress: bool,
     workers: int | None,
+    geometry: str,
 ) -> dict[str, Any]:
     """:func:`evaluate` on ImageNet-C (arguments checked there; the result is described there).
 
@@ -297,9 +304,11 @@ def _imagenet_c(
     cells = [(c, s) for c in corruptions for s in severities]
     folders: dict[tuple[str, int], tuple[Dataset, np.ndarray]] = {}  # official cells
     files: set[tuple[str, ...]] = set()  # the drawn files of each, relative to its folder
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"imagenet_c_geometry must be one of {GEOMETRIES}, got {geometry!r}")
     for c, s in cells if official is not None else ():
         folder = official / c / str(s)
-        cell = imagenet_c_folder(c, s, root, transform=_stored_crop,
+        cell = imagenet_c_folder(c, s, root, transform=_official_crop(geometry),
                                  class_to_idx=_class_map(folder, root))  # fmt: skip
         take = imagenet_subset(cell.targets, n_images, seed)
         files.add(tuple(Path(cell.samples[i][0]).relative_to(folder).as_posix() for i in take))
@@ -331,7 +340,7 @@ def _imagenet_c(
             for c, s in cells:
                 z = corrupt(x, c, s, table="imagenet", generator=generators[c, s],
                             frost_dir=frost_dir)  # fmt: skip
-                wrong[c, s].append(run(z, y))
+                wrong[c, s].append(run(_reframe(z) if geometry == "released" else z, y))
     for (c, s), (cell, take) in folders.items():
         for x, y in _batches(cell, take, batch_size, workers):
             wrong[c, s].append(run(x, y))
@@ -357,8 +366,10 @@ def _imagenet_c(
         corrupted_folder=str(official) if official is not None else None,
         corruption_table="imagenet" if official is None else None,
         preprocessing=(f"clean: Resize(256) + CenterCrop({IMAGENET_SIZE}); ImageNet-C: "
-                       + ("as stored (224 x 224)" if official is not None
+                       + ("the official 224-px crops" if official is not None
                           else "the clean crops, corrupted")
+                       + (", then Resize(256) + CenterCrop(224) again (as released)"
+                          if geometry == "released" else ", as they are")
                        + "; floats in [0, 1], not normalised"),
     )  # fmt: skip
     what = "ImageNet validation set" if data["clean"] == "imagenet-val" else "ImageNet sample"
@@ -441,13 +452,33 @@ def _clean_transform() -> transforms.Compose:
     return transforms.Compose([resize, crop, transforms.PILToTensor()])
 
 
-def _stored_crop(image: Any) -> Tensor:
-    """An official ImageNet-C image, stored as a 224 x 224 crop -> uint8 ``(3, 224, 224)``."""
-    x = transforms.functional.pil_to_tensor(image)
-    if tuple(x.shape[-2:]) != (IMAGENET_SIZE, IMAGENET_SIZE):
-        raise ValueError(f"ImageNet-C images are {IMAGENET_SIZE} x {IMAGENET_SIZE} px, got one of "
-                         f"{x.shape[-1]} x {x.shape[-2]}: not an ImageNet-C folder")  # fmt: skip
-    return x
+#: How ImageNet-C's 224-px crops reach the model (:func:`evaluate`'s ``imagenet_c_geometry``).
+GEOMETRIES = ("released", "stored")
+
+
+def _official_crop(geometry: str) -> Callable[[Any], Tensor]:
+    """An official ImageNet-C image (a 224 x 224 crop) -> uint8 ``(3, 224, 224)``: through
+    Resize(256) + CenterCrop(224) again (``"released"``, on the PIL image as the paper's code)
+    or as stored."""
+    again = _clean_transform()
+
+    def crop(image: Any) -> Tensor:
+        if image.size != (IMAGENET_SIZE, IMAGENET_SIZE):
+            raise ValueError(f"ImageNet-C images are {IMAGENET_SIZE} x {IMAGENET_SIZE} px, got "
+                             f"one of {image.size[0]} x {image.size[1]}: not an ImageNet-C "
+                             "folder")  # fmt: skip
+        if geometry == "released":
+            return again(image)
+        return transforms.functional.pil_to_tensor(image)
+
+    return crop
+
+
+def _reframe(x: Tensor) -> Tensor:
+    """Generated 224-px crops through Resize(256) + CenterCrop(224) again (tensor resize with
+    antialiasing; ``"released"`` geometry)."""
+    x = transforms.functional.resize(x, [256], antialias=True)
+    return transforms.functional.center_crop(x, [IMAGENET_SIZE])
 
 
 def _class_map(folder: Path, root: str | os.PathLike | None) -> dict[str, int] | None:

@@ -193,7 +193,8 @@ def test_imagenet_c_generated_from_the_sample(imagenet_root, tmp_path):
     names, labels, crops = _sample(imagenet_root)
     model = Nearest(crops, labels)
     result = ev.evaluate(model, "imagenet-c", n_images=3, batch_size=2, device="cpu",
-                         root=imagenet_root, seed=1, progress=False, workers=0)  # fmt: skip
+                         root=imagenet_root, seed=1, progress=False, workers=0,
+                         imagenet_c_geometry="stored")  # fmt: skip
     data = result["data"]
     assert data["clean"] == "imagenet-sample" and data["corrupted"] == "generated"
     assert data["clean_images"] == 3 and data["clean_available"] == 6
@@ -230,6 +231,15 @@ def test_imagenet_c_generated_from_the_sample(imagenet_root, tmp_path):
             seen = torch.cat([model.seen[1 + j], model.seen[77 + j]]).permute(0, 2, 3, 1)
             written = np.load(folder / f"{c}.npy")[[3, 5].index(s) * 3 :][:3]
             assert torch.equal(seen, torch.from_numpy(written)), (c, s)
+    # by default (as released) the corrupted crops go through Resize(256) + CenterCrop(224) again
+    model.seen.clear()
+    ev.evaluate(model, "imagenet-c", n_images=3, batch_size=2, device="cpu", root=imagenet_root,
+                seed=1, progress=False, workers=0, corruptions=["gaussian_noise"],
+                severities=[3])  # fmt: skip
+    written = torch.from_numpy(np.load(folder / "gaussian_noise.npy")[:3]).permute(0, 3, 1, 2)
+    again = ev._reframe(written)
+    assert again.shape == written.shape and not torch.equal(again, written)
+    assert torch.equal(torch.cat([model.seen[1], model.seen[3]]), again)
 
 
 def _jpeg(array: np.ndarray, path) -> None:
