@@ -6,7 +6,7 @@ PROFILE ?= quick
 export SNCN_DATA ?= $(CURDIR)/data
 STAMP := $(VENV)/.sncn-installed
 
-.PHONY: reproduce test lab lint bench env report-check dist docs compat
+.PHONY: reproduce test lab lint bench env report-check dist docs compat gpu-check
 
 env: $(STAMP)
 
@@ -42,6 +42,11 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.layers
 	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.corruptions
+
+# on one CUDA GPU, in at most 10 minutes: the CUDA tests, layer and step timings, and paper-scale
+# WRN-40-2 Table 1 cells (results/benchmarks/gpu.md, results/paper/tables/table1_gpu_check.md)
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_paper
 
 # The wheel and sdist (dist/), checked by twine, then the wheel alone (its core dependencies
 # only) in a fresh venv, where the library imports and the layer tests pass. Takes minutes: pip

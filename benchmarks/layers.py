@@ -10,6 +10,7 @@ all columns alike. Shapes are those of WRN-40-2 (batch 128) and ResNet-50 (batch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -54,19 +55,41 @@ def fwd_bwd(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[
     return step
 
 
-def measure(shape: tuple[int, ...], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of forward+backward per layer, interleaved round-robin."""
+def measure(
+    shape: tuple[int, ...],
+    rounds: int,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Median seconds of forward+backward per layer, interleaved round-robin.
+
+    Args:
+        shape: ``(N, C, H, W)``.
+        rounds: timed rounds (after ``warmup`` untimed ones).
+        warmup: untimed rounds first.
+        device: where the layers run (CUDA is synchronised around each timed call).
+        autocast: a dtype to run the layers under ``torch.autocast`` (e.g. bfloat16), or None.
+    """
+    device = torch.device(device)
     torch.manual_seed(0)
-    x = torch.randn(shape, requires_grad=True)
-    grad = torch.randn(shape)
-    steps = {name: fwd_bwd(m.train(), x, grad) for name, m in layers(shape[1]).items()}
+    x = torch.randn(shape, device=device, requires_grad=True)
+    grad = torch.randn(shape, device=device)
+    steps = {name: fwd_bwd(m.to(device).train(), x, grad)
+             for name, m in layers(shape[1]).items()}  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(warmup + rounds):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    precision = (torch.autocast(device.type, dtype=autocast) if autocast is not None
+                 else contextlib.nullcontext())  # fmt: skip
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with precision:
+        for r in range(warmup + rounds):
+            for name, step in steps.items():
+                sync()
+                t0 = time.perf_counter()
+                step()
+                sync()
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

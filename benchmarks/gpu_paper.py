@@ -1,0 +1,331 @@
+"""The one-command GPU check: CUDA tests, layer and step timings, and paper-scale Table 1 cells.
+
+Run on a machine with one CUDA GPU, the data root laid out (``bash .ci/prepare-data``):
+
+    python -m benchmarks.gpu_paper            # or: make gpu-check
+
+It installs nothing and stops with a clear message when no CUDA device exists. Within
+``--budget`` seconds of wall time (default 570, under the 10 minutes the check is sized for) it:
+
+1. runs the CUDA-only tests (``pytest -m gpu``);
+2. times SelfNorm and CrossNorm (every crop mode) forward+backward against ``nn.BatchNorm2d`` in
+   bfloat16 autocast at the WRN-40-2 and ResNet-50 shapes, side by side (``benchmarks.layers``);
+3. times the WRN-40-2 training step (plain, SN, CN, SNCN; with and without ``torch.compile``
+   where ``--compile`` asks for it) and projects the wall time of a 100-epoch paper run;
+4. trains as many paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, the released settings; basic
+   and SNCN first, then the other Table 1 methods) as the time left allows, evaluates them on
+   generated CIFAR-10-C and writes their Table 1 cells, the paper's numbers beside them, to
+   ``results/paper/tables/table1_gpu_check.md``.
+
+Each stage appends its section to ``results/benchmarks/gpu.md`` (with the GPU model and the
+software versions at the top) as soon as it is done, so a check cut off by a time limit leaves
+what it finished. ``--smoke`` runs every stage at toy scale, on the CPU too, for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The Table 1 methods in the order they are trained: the two the issue asks for first.
+METHODS = ("basic", "sncn", "sn", "cn", "sncn_consistency", "augmix", "sncn_augmix")
+
+#: Shapes of stage 2 (full) and of ``--smoke``.
+LAYER_SHAPES = {
+    "WRN-40-2 block 1": (128, 32, 32, 32),
+    "WRN-40-2 block 2": (128, 64, 16, 16),
+    "WRN-40-2 block 3": (128, 128, 8, 8),
+    "ResNet-50 stage 1": (32, 256, 56, 56),
+    "ResNet-50 stage 4": (32, 2048, 7, 7),
+}
+SMOKE_SHAPES = {"WRN-40-2 block 3 (smoke: batch 8)": (8, 128, 8, 8)}
+
+#: Targets of issue 17 (ratio to BatchNorm2d on CUDA in bf16 at the WRN-40-2 shapes).
+LAYER_TARGETS = {"SelfNorm (g)": 1.3, "CrossNorm (neither)": 2.0, "CrossNorm (both)": 2.5}
+
+#: Images of CIFAR-10's training set: a paper epoch.
+TRAIN_IMAGES = 50_000
+
+
+class Report:
+    """``results/benchmarks/gpu.md``, appended to stage by stage (each write a whole file)."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        self.path = path
+        self.sections: list[str] = [_header(device)]
+        self.write()
+
+    def add(self, section: str) -> None:
+        """Append a section (markdown) and rewrite the file."""
+        self.sections.append(section.rstrip() + "\n")
+        self.write()
+        print(section, flush=True)
+
+    def write(self) -> None:
+        """Write the file (atomically)."""
+        from sncn.results import atomic_write
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, "\n".join(self.sections))
+
+
+def _header(device: torch.device) -> str:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    import torchvision
+
+    from sncn import __version__
+
+    return (
+        "# GPU check (python -m benchmarks.gpu_paper)\n\n"
+        f"- started {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {device.type}: {gpu or 'CPU'}\n"
+        f"- sncn {__version__}, Python {platform.python_version()}, torch {torch.__version__} "
+        f"(CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), torchvision "
+        f"{torchvision.__version__}\n"
+    )
+
+
+class Clock:
+    """The check's time budget."""
+
+    def __init__(self, budget: float) -> None:
+        self.start, self.budget = time.monotonic(), budget
+
+    def left(self) -> float:
+        """Seconds left."""
+        return self.budget - (time.monotonic() - self.start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 1
+
+
+def cuda_tests(timeout: float, smoke: bool) -> str:
+    """Run the tests marked ``gpu`` in a subprocess; their summary line as a section."""
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu"]
+    args += ["tests/test_layers.py"] if smoke else ["tests"]
+    try:
+        done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        tail = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+        failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
+    except subprocess.TimeoutExpired:
+        tail, failed = f"cut off after {timeout:.0f} s", []
+    lines = ["## 1. CUDA-only tests (pytest -m gpu)", "", f"Result: {tail.strip('= ')}"]
+    lines += [f"- {f}" for f in failed]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 2
+
+
+def layer_timings(device: torch.device, rounds: int, shapes: dict[str, tuple[int, ...]]) -> str:
+    """SelfNorm / CrossNorm forward+backward as ratios to BatchNorm2d (bf16 autocast on CUDA)."""
+    from benchmarks.layers import measure
+
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    rows, names = [], []
+    for label, shape in shapes.items():
+        med = measure(shape, rounds, device=device, autocast=dtype)
+        names = list(med)
+        bn = med["BatchNorm2d"]
+        rows.append((label, shape, bn, {n: med[n] / bn for n in names[1:]}))
+    precision = "bf16 autocast" if dtype else "float32"
+    lines = [
+        f"## 2. Layers: forward+backward, ratio to BatchNorm2d ({device.type}, {precision}, "
+        f"median of {rounds} interleaved rounds)",
+        "",
+        "| shape | N, C, H, W | BatchNorm2d (ms) | " + " | ".join(names[1:]) + " |",
+        "|" + " --- |" * (2 + len(names)),
+    ]
+    for label, shape, bn, ratios in rows:
+        cells = " | ".join(f"{ratios[n]:.2f}x" for n in names[1:])
+        lines.append(f"| {label} | {', '.join(map(str, shape))} | {bn * 1e3:.3f} | {cells} |")
+    wrn = [r for r in rows if r[0].startswith("WRN")]
+    lines.append("")
+    for name, target in LAYER_TARGETS.items():
+        worst = max(r[3][name] for r in wrn)
+        verdict = "met" if worst <= target else "NOT met"
+        lines.append(f"- {name}: worst WRN-40-2 ratio {worst:.2f}x, target <= {target}x: {verdict}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 3
+
+
+def step_timer(
+    method: str, device: torch.device, batch: int, compile_model: bool, model_kwargs: dict
+) -> Callable[[], None]:
+    """One training step of WRN-40-2 under ``method``'s released settings on a fixed batch, as
+    the paper profile trains it (:func:`sncn.experiments.cifar_c.build_trainer`)."""
+    from sncn.experiments.cifar_c import build_trainer
+    from sncn.hparams import cifar_setting
+    from sncn.models import create_model
+
+    setting = cifar_setting("cifar10", "wrn", method)
+    torch.manual_seed(0)
+    model = create_model("wrn", num_classes=10, **setting["model"], **model_kwargs)
+    trainer = build_trainer(setting, model, 10_000, device)
+    if compile_model:
+        trainer.model = torch.compile(trainer.model)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, device=device, generator=g)
+    y = torch.randint(0, 10, (batch,), device=device, generator=g)
+
+    def step() -> None:
+        trainer.update((x, y))
+
+    return step
+
+
+def step_timings(
+    device: torch.device, methods: Sequence[str], compiled: Sequence[bool], steps: int, batch: int,
+    model_kwargs: dict, clock: Clock,
+) -> tuple[str, dict[tuple[str, bool], float]]:  # fmt: skip
+    """Images/s of the training step per method (and compiled or not); the section and rates."""
+    rates: dict[tuple[str, bool], float] = {}
+    for method in methods:
+        for compile_model in compiled:
+            if clock.left() < 60:
+                break
+            step = step_timer(method, device, batch, compile_model, model_kwargs)
+            for _ in range(3 if not compile_model else 5):  # warm-up (and compilation)
+                step()
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            _sync(device)
+            rates[method, compile_model] = steps * batch / (time.perf_counter() - t0)
+    lines = [
+        f"## 3. WRN-40-2 training step ({device.type}, batch {batch}, {steps} timed steps after "
+        "warm-up; the step as the paper profile trains it)",
+        "",
+        "| method | torch.compile | images/s | 100-epoch run (projected) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (method, compile_model), rate in rates.items():
+        projected = 100 * TRAIN_IMAGES / rate
+        lines.append(f"| {method} | {'yes' if compile_model else 'no'} | {rate:,.0f} | "
+                     f"{_minutes(projected)} |")  # fmt: skip
+    lines += ["", "Target: a 100-epoch SNCN (crop both) run in at most 10 minutes; aim for 2."]
+    return "\n".join(lines), rates
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 4
+
+
+def paper_runs(
+    device: torch.device, methods: Sequence[str], rates: dict[tuple[str, bool], float],
+    clock: Clock, results_dir: Path, smoke: bool,
+) -> str:  # fmt: skip
+    """Train the methods in order while the projected time fits; write their Table 1 cells."""
+    from sncn import results
+    from sncn.experiments import cifar_c
+
+    budget = dict(epochs=1, batch_size=16, train_subset=64, test_subset=2,
+                  model_kwargs={"depth": 10, "widen_factor": 1}) if smoke else {}  # fmt: skip
+    runs, skipped = [], []
+    for method in methods:
+        rate = rates.get((method, False)) or rates.get(("basic", False))
+        needed = 30 + (100 * TRAIN_IMAGES / rate if rate and not smoke else 0)
+        if needed > clock.left():
+            left = _minutes(clock.left())
+            skipped.append(f"{method} (projected {_minutes(needed)}, {left} left)")
+            continue
+        started = time.monotonic()
+        metrics = cifar_c.run("cifar10", "wrn", method, results_dir, seed=0, device=str(device),
+                              progress=False, **budget)  # fmt: skip
+        print(f"{method}: clean {metrics['clean_error']:.2f}, mCE {metrics['mce']:.2f} in "
+              f"{_minutes(time.monotonic() - started)}", flush=True)  # fmt: skip
+        runs.append(("cifar10", "wrn", method, [metrics]))
+    lines = ["## 4. Paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, released settings)", ""]
+    if runs:
+        profile = "smoke scale (toy budget)" if smoke else "paper profile, seed 0"
+        notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper.",
+                 "CIFAR-C 'generated': corruptions made by sncn.corruptions from the local CIFAR "
+                 "test images, not the official CIFAR-10-C files."]  # fmt: skip
+        title = "Table 1 cells from the GPU check"
+        path = results.save_table(cifar_c.table_rows(runs), "table1_gpu_check", results_dir,
+                                  title=title, notes=notes)  # fmt: skip
+        table = path.read_text()
+        lines += [table.split("\n", 2)[2].strip(), "", f"Written to {path}."]
+        times = [f"{m}: {_minutes(s[0]['train_seconds'])} training" for _, _, m, s in runs]
+        lines += ["", "- " + "; ".join(times)]
+    if skipped:
+        lines += ["", "Not trained (time): " + "; ".join(skipped)]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the check; 0 when it ran (whatever it measured), 2 without CUDA."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=570, help="wall-time budget in seconds")
+    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="stage 4, in order")
+    parser.add_argument("--compile", action="store_true", help="stage 3: also time torch.compile")
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy scale, any device (the tests run it on the CPU)")  # fmt: skip
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "gpu.md")
+    parser.add_argument("--results", type=Path, default=REPO / "results" / "paper",
+                        help="stage 4's results folder (runs and the table)")  # fmt: skip
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: benchmarks.gpu_paper checks the GPU path and needs one GPU "
+              f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on a GPU "
+              "machine; on the CPU, --smoke --device cpu runs every stage at toy scale.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if device.type != "cuda" and not args.smoke:
+        print(f"--device {device.type} needs --smoke: the check's numbers mean a GPU.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    clock = Clock(args.budget)
+    report = Report(args.out, device)
+    small = {"depth": 10, "widen_factor": 1} if args.smoke else {}
+    rates: dict[tuple[str, bool], float] = {}
+    if 1 in args.stages:
+        report.add(cuda_tests(min(120.0, clock.left() / 4), args.smoke))
+    if 2 in args.stages:
+        report.add(layer_timings(device, 3 if args.smoke else 25,
+                                 SMOKE_SHAPES if args.smoke else LAYER_SHAPES))  # fmt: skip
+    if 3 in args.stages:
+        section, rates = step_timings(
+            device, ("basic", "sn", "cn", "sncn"), (False, True) if args.compile else (False,),
+            steps=2 if args.smoke else 30, batch=8 if args.smoke else 128, model_kwargs=small,
+            clock=clock,
+        )  # fmt: skip
+        report.add(section)
+    if 4 in args.stages:
+        report.add(paper_runs(device, args.methods, rates, clock, args.results, args.smoke))
+    report.add(f"Done in {_minutes(args.budget - clock.left())} of the "
+               f"{_minutes(args.budget)} budget.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

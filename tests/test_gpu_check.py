@@ -1,0 +1,42 @@
+"""The one-command GPU check (benchmarks.gpu_paper): a clear stop without CUDA, and every stage at
+toy scale on the CPU, each writing its section as soon as it is done."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import gpu_paper
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_without_cuda_it_stops_with_one_clear_message(tmp_path, capsys):
+    assert gpu_paper.main(["--out", str(tmp_path / "gpu.md")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "gpu.md").exists()
+    assert gpu_paper.main(["--device", "cpu"]) == 2  # the CPU only at toy scale
+    assert "needs --smoke" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_stage_runs_at_toy_scale_on_the_cpu(tmp_path):
+    out, paper = tmp_path / "gpu.md", tmp_path / "paper"
+    argv = ["--smoke", "--device", "cpu", "--stages", "2", "3", "4", "--methods", "basic",
+            "--out", str(out), "--results", str(paper)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    text = out.read_text()
+    assert text.startswith("# GPU check") and "torch " + torch.__version__ in text
+    assert "## 2. Layers" in text and "CrossNorm (both)" in text and "target <= 2.5x" in text
+    assert "## 3. WRN-40-2 training step" in text
+    assert all(f"| {m} | no |" in text for m in ("basic", "sn", "cn", "sncn"))
+    assert "## 4. Paper-profile" in text and "| cifar10 | wrn | basic | 1 |" in text
+    assert "Table 1: Basic" in text  # the paper's column beside ours
+    assert (paper / "tables" / "table1_gpu_check.md").is_file()
+    assert text.rstrip().endswith("budget.")
+
+
+def test_a_section_is_on_disk_as_soon_as_its_stage_is_done(tmp_path):
+    report = gpu_paper.Report(tmp_path / "gpu.md", torch.device("cpu"))
+    assert "# GPU check" in (tmp_path / "gpu.md").read_text()
+    report.add("## 1. first")
+    assert (tmp_path / "gpu.md").read_text().rstrip().endswith("## 1. first")
