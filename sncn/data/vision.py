@@ -763,14 +763,15 @@ def normalize(
         std: per-channel std (default :data:`CIFAR_STD`, the paper's 0.5).
 
     Returns:
-        float32 tensor of the same shape.
+        float32 tensor of the same shape, on ``images``' device (``mean`` and ``std`` are sent
+        there without waiting: no host-device synchronisation).
     """
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255.0
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]  # (C, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device)[:, None, None]  # (C, 1, 1)
-    return (x - m) / s
+    m = torch.as_tensor(mean, dtype=x.dtype)[:, None, None].to(x.device, non_blocking=True)
+    s = torch.as_tensor(std, dtype=x.dtype)[:, None, None].to(x.device, non_blocking=True)
+    return (x - m) / s  # (C, 1, 1) broadcast
 
 
 # ----------------------------------------------------------------------------------------------

@@ -244,7 +244,7 @@ class FixMatchTrainer(Trainer):
 
     def update(self, batch: Sequence[Tensor], *, sync: bool = True) -> dict[str, Any]:
         """One optimiser step, then the EMA update; returns the logged values (``sync``: see
-        :meth:`Trainer.update <sncn.train.base.Trainer.update>`)."""
+        :meth:`sncn.train.base.Trainer.update`)."""
         logs = super().update(batch, sync=sync)
         self.ema.update(self.model)
         return logs

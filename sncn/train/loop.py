@@ -90,12 +90,18 @@ def fit(
     place, and record the code version; resuming a checkpoint made by other code prints a note.
     A checkpoint that cannot be read (truncated, corrupt) stops with an error naming it.
 
+    Within an epoch nothing waits for the device: each step is ``trainer.update(batch,
+    sync=False)``, whose logged values stay on the device until the epoch ends and are then read
+    at once (one wait per epoch; the means are those of the per-step ``float`` values).
+
     For a person watching: with ``progress``, a tqdm bar per epoch and one printed line at the end
     of each epoch (``run 3/4 <description> epoch 1/2: loss 1.8302, lr 0.1 (250 steps, 4m12s)``).
     With a ``run_dir``, the main process also keeps ``<run_dir>/.progress.json``
     (:data:`sncn.utils.PROGRESS`, rewritten at most every :data:`PROGRESS_INTERVAL` seconds) with
     the run's place, epoch, step, loss and start time, which ``python -m sncn.pipeline`` shows
-    while a notebook runs.
+    while a notebook runs. The loss shown during an epoch is the step's on the CPU; on a GPU it
+    is the newest one copied back without waiting (a step or so behind); at the end of an epoch,
+    the record holds its last step's.
 
     Args:
         trainer: the trainer (its ``state_dict`` is what gets checkpointed).
