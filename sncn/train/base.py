@@ -156,11 +156,13 @@ class Trainer:
     Plain, SN, CN and SNCN training are all this trainer: what differs is the model (which units
     it has) and ``cn_prob`` (0 turns the switch off).
 
-    A step makes no host-device synchronisation of its own: :meth:`update` with ``sync=False``
-    returns the logged values as tensors on the device (:func:`sncn.train.fit` reads them once
-    per epoch), bfloat16 autocast needs no loss scaling, and whether CrossNorm is on (and which
-    units) is drawn on the host from ``generator``, a CPU generator, so it waits for nothing on
-    the device. What the CrossNorm layers themselves draw is their own (:mod:`sncn.layers`).
+    With batches already on the device, :meth:`update` with ``sync=False`` makes no host-device
+    synchronisation of its own: the logged values stay on the device as tensors
+    (:func:`sncn.train.fit` reads them once per epoch), bfloat16 autocast needs no loss scaling
+    (float16's scaler reads the device every step), and whether CrossNorm is on (and which
+    units) is drawn from ``generator``, a CPU generator, which waits for nothing on the device.
+    What a CrossNorm layer draws when on (partners, boxes) is drawn in :mod:`sncn.layers`, on
+    the host, and copied to the device there.
 
     Args:
         model: the network (may be wrapped in DDP).
