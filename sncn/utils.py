@@ -29,6 +29,31 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def device_generator(generator: torch.Generator, device: str | torch.device) -> torch.Generator:
+    """A generator on ``device`` for random draws made there, derived from ``generator``.
+
+    ``generator`` itself when it already lives on ``device`` (a CPU generator for a CPU pipeline:
+    the draws are exactly those of ``generator``); otherwise a new generator on ``device``, seeded
+    with one draw of ``generator`` (made on ``generator``'s device: no wait for ``device``). Draws
+    from the result then happen on ``device`` without copies to it, so a GPU data pipeline
+    seeded per epoch never synchronises with the host.
+
+    Args:
+        generator: the source of randomness (e.g. the epoch's CPU generator).
+        device: where the random draws are needed.
+
+    Returns:
+        A ``torch.Generator`` on ``device``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if generator.device == device:
+        return generator
+    seed = int(torch.randint(0, 2**63 - 1, (), generator=generator, device=generator.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def resolve_device(device: str | None = None) -> torch.device:
     """``device`` as a ``torch.device``; None means CUDA when available, else the CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -75,3 +75,23 @@ def bn_eval(sd: dict[str, Tensor], x: Tensor, prefix: str, eps: float = 1e-5) ->
         training=False,
         eps=eps,
     )
+
+
+def fake_cifar(monkeypatch, c_folder: Path) -> None:
+    """20 random 8 x 8 'CIFAR' images per split, and a CIFAR-C folder of 10 per severity, for
+    :func:`sncn.experiments.cifar_c.run`."""
+    from sncn.experiments import cifar_c
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    monkeypatch.setattr(cifar_c, "load_cifar", lambda *a, **k: (images, labels))
+    c_folder.mkdir(parents=True, exist_ok=True)
+    for name in cifar_c.CORRUPTIONS:
+        np.save(c_folder / f"{name}.npy", np.concatenate([images[:10]] * 5))
+    np.save(c_folder / "labels.npy", np.concatenate([labels[:10]] * 5))
+
+    def corrupted_test_set(dataset, n_test, root=None, seed=0):
+        return c_folder, cifar_c.corrupted_test_data(dataset, n_test, root, seed)["cifar_c"]
+
+    monkeypatch.setattr(cifar_c, "corrupted_test_set", corrupted_test_set)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from helpers import fake_cifar
 
 from sncn.data.vision import normalize
 from sncn.experiments import cifar_c
@@ -99,6 +102,40 @@ def test_overrides():
     assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, dict(base), dict(budget)) == name
     assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, out, budget) != name
     assert cifar_c.run_name("cifar10", "wrn", "sncn", 0, base, {**budget, "test_subset": 9}) != name
+
+
+def test_the_cifar_trainer_is_float32_on_the_cpu_and_compiles_on_request():
+    setting = cifar_setting("cifar10", "wrn", "sncn")
+    cpu = torch.device("cpu")
+    trainer = cifar_c.build_trainer(setting, torch.nn.Linear(4, 10), 10, cpu)
+    assert not trainer.amp and not trainer.channels_last and trainer.compiled is None
+    assert trainer.amp_dtype == torch.bfloat16  # what CUDA runs autocast to
+    assert (trainer.cn_prob, trainer.active_num) == (setting["cn_prob"], setting["active_num"])
+    compiled = cifar_c.build_trainer(setting, torch.nn.Linear(4, 10), 10, cpu,
+                                     compile={"backend": "eager"})  # fmt: skip
+    assert compiled.compiled is not None
+
+
+def test_compile_reaches_the_trainer_and_params_but_not_the_run_name(tmp_path, monkeypatch):
+    fake_cifar(monkeypatch, tmp_path / "c")
+    asked = []
+    build = cifar_c.build_trainer
+
+    def spy(*args, compile=False):
+        asked.append(compile)
+        return build(*args)  # eager: the plumbing is what is tested here
+
+    monkeypatch.setattr(cifar_c, "build_trainer", spy)
+    tiny = {"depth": 10, "widen_factor": 1}
+    budget = dict(epochs=1, train_subset=20, test_subset=10, batch_size=10, root=tmp_path,
+                  model_kwargs=tiny, device="cpu", progress=False)  # fmt: skip
+    first = cifar_c.run("cifar10", "wrn", "basic", tmp_path / "out", compile={"mode": "default"},
+                        **budget)  # fmt: skip
+    (folder,) = (tmp_path / "out" / "runs").iterdir()
+    params = json.loads((folder / "params.json").read_text())
+    assert asked == [{"mode": "default"}] and params["compile"] == {"mode": "default"}
+    assert cifar_c.run("cifar10", "wrn", "basic", tmp_path / "out", **budget) == first  # read back
+    assert asked == [{"mode": "default"}]
 
 
 def test_table_rows():

@@ -24,6 +24,7 @@ from sncn.corruptions import CORRUPTIONS
 from sncn.data import cache_root, data_root
 from sncn.data import download as dl
 from sncn.data import vision as V
+from sncn.utils import device_generator
 
 RNG = np.random.default_rng(0)
 
@@ -365,6 +366,65 @@ def test_array_loader_transform():
     loader = V.ArrayLoader(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4), 2, transform=V.normalize)
     x, _ = next(iter(loader))
     assert x.dtype == torch.float32 and torch.all(x == -1.0)
+
+
+def test_array_loader_augments_whole_batches_and_an_epoch_shares_the_arrays():
+    """An epoch of ``shuffled(g)`` draws exactly what a loader built with ``g`` and an augmenting
+    transform drew (the CIFAR runs' numbers on the CPU), without copying the arrays."""
+    images, labels = _images(20), np.arange(20)
+
+    def old_style(seed):
+        g = torch.Generator().manual_seed(seed)
+        return V.ArrayLoader(images, labels, 8, shuffle=True, generator=g, drop_last=True,
+                             transform=lambda b: V.normalize(V.random_crop_flip(b, g)))  # fmt: skip
+
+    arrays = V.ArrayLoader(images, labels, 8, drop_last=True, augment=V.random_crop_flip,
+                           transform=V.normalize)  # fmt: skip
+    epoch = arrays.shuffled(torch.Generator().manual_seed(7))
+    assert epoch.images is arrays.images and epoch.labels is arrays.labels
+    assert len(epoch) == 2 and not arrays.shuffle and arrays.generator is None
+    for (x, y), (x_old, y_old) in zip(epoch, old_style(7), strict=True):
+        assert x.dtype == torch.float32 and torch.equal(x, x_old) and torch.equal(y, y_old)
+    again = [x for x, _ in arrays.shuffled(torch.Generator().manual_seed(7))]
+    other = [x for x, _ in arrays.shuffled(torch.Generator().manual_seed(8))]
+    assert torch.equal(again[0], next(iter(old_style(7)))[0])
+    assert not torch.equal(again[0], other[0])
+    with pytest.raises(ValueError, match="shuffled"):
+        next(iter(arrays))  # augment without a generator
+
+
+def test_device_generator_is_the_generator_itself_on_its_own_device():
+    g = torch.Generator().manual_seed(3)
+    assert device_generator(g, "cpu") is g and device_generator(g, torch.device("cpu")) is g
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cifar_training_batches_on_cuda_make_no_host_sync():
+    """The whole epoch (permutation, slices, crop, flip, normalisation) runs on the device from
+    a generator there, seeded from the epoch's CPU generator: deterministic, never a sync."""
+    from sncn.experiments.cifar_c import training_batches
+
+    images, labels = _images(64), np.arange(64)
+    batches = training_batches(images, labels, 16, torch.device("cuda"))
+
+    def epoch(seed):
+        out = []
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for x, y in batches(0, torch.Generator().manual_seed(seed)):
+                out.append((x, y))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return out
+
+    first, same, other = epoch(1), epoch(1), epoch(2)
+    assert len(first) == 4 and all(x.is_cuda and y.is_cuda for x, y in first)
+    assert first[0][0].dtype == torch.float32 and first[0][0].shape == (16, 3, 32, 32)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, same, strict=True))
+    assert not torch.equal(first[0][1], other[0][1])
+    g = torch.Generator().manual_seed(1)
+    assert device_generator(g, "cuda").device.type == "cuda"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 import torch
+from helpers import fake_cifar
 
 from sncn import results
 from sncn.experiments import cifar_c
@@ -135,23 +135,6 @@ def test_tables_say_when_runs_behind_them_are_stale(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------
 # identity: the CIFAR-C evaluated on names the run
-
-
-def fake_cifar(monkeypatch, c_folder: Path) -> None:
-    """20 random 8 x 8 'CIFAR' images per split, and a CIFAR-C folder of 10 per severity."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
-    labels = np.arange(20) % 10
-    monkeypatch.setattr(cifar_c, "load_cifar", lambda *a, **k: (images, labels))
-    c_folder.mkdir(parents=True, exist_ok=True)
-    for name in cifar_c.CORRUPTIONS:
-        np.save(c_folder / f"{name}.npy", np.concatenate([images[:10]] * 5))
-    np.save(c_folder / "labels.npy", np.concatenate([labels[:10]] * 5))
-
-    def corrupted_test_set(dataset, n_test, root=None, seed=0):
-        return c_folder, cifar_c.corrupted_test_data(dataset, n_test, root, seed)["cifar_c"]
-
-    monkeypatch.setattr(cifar_c, "corrupted_test_set", corrupted_test_set)
 
 
 @pytest.fixture

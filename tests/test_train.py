@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -17,6 +18,7 @@ from sncn.train import (
     cosine_schedule,
     fit,
     jsd_consistency,
+    loop,
     sgd,
     step_schedule,
 )
@@ -218,6 +220,151 @@ def test_amp_on_cpu_runs_in_bfloat16():
     logs = trainer.update(toy_data(16))
     assert math.isfinite(logs["loss"])
     assert trainer.predict(toy_data(4)[0]).dtype == torch.float32
+
+
+def test_bfloat16_autocast_on_the_cpu_is_opt_in_and_trains():
+    torch.manual_seed(0)
+    model = tiny_net()
+    plain = Trainer(model, sgd(model, 0.05))
+    assert not plain.amp and not plain.scaler.is_enabled()  # float32 unless asked
+    model = tiny_net()
+    trainer = Trainer(model, sgd(model, 0.2), amp=True, channels_last=True)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()  # no scaling
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = toy_data(32)
+    losses = [trainer.update((x, y))["loss"] for _ in range(10)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert trainer.state_dict()["scaler"] == {}
+    logits = trainer.predict(x)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    fp16 = Trainer(tiny_net(), sgd(model, 0.05), amp=True, amp_dtype=torch.float16)
+    assert fp16.scaler.is_enabled()  # float16 keeps its loss scaling
+    with pytest.raises(ValueError, match="amp_dtype"):
+        Trainer(model, sgd(model, 0.05), amp=True, amp_dtype=torch.float32)
+
+
+def test_update_without_sync_returns_the_same_values_as_detached_tensors():
+    for make in (Trainer, ConsistencyTrainer):
+        values = []
+        for sync in (True, False):
+            torch.manual_seed(0)
+            model = tiny_net()
+            trainer = make(model, sgd(model, 0.05), cn_prob=0.5, active_num=1)
+            values.append([trainer.update(toy_data(16, seed=k), sync=sync) for k in range(3)])
+        for synced, lazy in zip(*values, strict=True):
+            assert set(synced) == set(lazy)
+            assert all(type(v) is float for v in synced.values())
+            assert isinstance(lazy["loss"], torch.Tensor) and lazy["loss"].dim() == 0
+            assert not lazy["loss"].requires_grad and type(lazy["lr"]) is float
+            assert {k: float(v) for k, v in lazy.items()} == synced
+
+
+def test_fit_asks_for_device_values_and_reads_them_once_per_epoch(monkeypatch):
+    asked, reads = [], []
+    trainer, batches = make_run()
+    update = trainer.update
+
+    def spy(batch, **kwargs):
+        asked.append(kwargs)
+        return update(batch, **kwargs)
+
+    monkeypatch.setattr(trainer, "update", spy)
+    read = loop._read_logs
+    monkeypatch.setattr(loop, "_read_logs", lambda logs: reads.append(1) or read(logs))
+    history = fit(trainer, batches, 2, progress=False)
+    assert asked == [{"sync": False}] * 6 and len(reads) == 2
+    assert all(type(r["loss"]) is float and math.isfinite(r["loss"]) for r in history)
+
+
+def test_read_logs_gives_what_float_gives_and_keeps_numbers():
+    loss = [torch.tensor(1 / 3), torch.tensor(2.5, dtype=torch.bfloat16), 0.0]
+    logs = loop._read_logs({"loss": loss, "lr": [0.1, 0.1]})
+    assert logs == {"loss": [float(loss[0]), 2.5, 0.0], "lr": [0.1, 0.1]}
+    assert all(type(v) is float for v in logs["loss"])
+
+
+def test_compiled_training_recompiles_for_no_crossnorm_state(monkeypatch):
+    """CrossNorm off, or on in either unit, cropped or not: after one step of each state nothing
+    compiles again (the style layers run outside the graph), the numbers are the eager ones
+    (backend "eager": the captured graphs run op by op), and state dicts keep their keys."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    reference = tiny_net()
+    torch.manual_seed(0)
+    model = tiny_net()  # one unit crops ("both"), the other does not
+    keys = list(model.state_dict())
+    eager = Trainer(reference, sgd(reference, 0.05), active_num=1)
+    trainer = Trainer(model, sgd(model, 0.05), active_num=1, compile={"backend": "eager"})
+    on = []  # the units of `model` that restyled, step by step
+    transform = CrossNorm.transform
+
+    def recording(layer, x, mask=None):
+        on[-1].add(id(layer))
+        return transform(layer, x, mask)
+
+    monkeypatch.setattr(CrossNorm, "transform", recording)
+    x, y = toy_data(16)
+
+    def step(cn_prob: float) -> None:
+        trainer.cn_prob = eager.cn_prob = cn_prob
+        seed = torch.randint(1000, ())
+        on.append(set())
+        torch.manual_seed(seed)  # the same CrossNorm draws for both
+        ours = trainer.update((x, y))
+        torch.manual_seed(seed)
+        theirs = eager.update((x, y))
+        on[-1] &= {id(m) for _, m in style_layers(model)}
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5, abs=1e-6)
+
+    torch.manual_seed(1)
+    step(0.0)
+    while len(set().union(*on)) < 2 and len(on) < 12:  # each unit on once
+        step(1.0)
+    assert on[0] == set() and len(set().union(*on)) == 2
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    for _ in range(6):
+        step(0.5)
+    assert {len(units) for units in on[-6:]} == {0, 1}  # off and on among them
+    assert list(model.state_dict()) == keys
+    assert not any(layer.active for _, layer in style_layers(model))
+    copied = copy.deepcopy(model)  # style layers of a copy run the copy's own forward
+    assert all(layer.forward.module is layer for _, layer in style_layers(copied))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_step_never_waits_and_an_epoch_waits_a_fixed_number_of_times():
+    import warnings
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1)]
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(8, 3)).cuda()
+    trainer = Trainer(model, sgd(model, 0.05), amp=True, channels_last=True)  # bfloat16
+    assert not trainer.scaler.is_enabled()
+    x, y = (t.cuda() for t in toy_data(16))
+    trainer.update((x, y), sync=False)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        logs = trainer.update((x, y), sync=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert logs["loss"].is_cuda and math.isfinite(float(logs["loss"]))
+
+    def waits(steps: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                history = fit(trainer, lambda epoch, g: [(x, y)] * steps, 2, progress=False)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert all(math.isfinite(r["loss"]) for r in history)
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    waits(1)
+    assert waits(2) == waits(6)  # per epoch, not per step
 
 
 def test_crossnorm_units_are_found_through_the_trainer_model():

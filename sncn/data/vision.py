@@ -29,6 +29,7 @@ Reference:
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import os
@@ -587,19 +588,28 @@ class ArrayDataset(Dataset):
 class ArrayLoader:
     """Batches straight from in-memory arrays, held once on ``device``.
 
-    Each iteration yields ``(images, labels)``: uint8 ``(B, 3, H, W)`` (or ``transform`` of the
-    batch, e.g. augmentation plus :func:`normalize`) and int64 ``(B,)``, both on ``device``. No
-    worker processes, no per-image Python work.
+    Each iteration yields ``(images, labels)``: uint8 ``(B, 3, H, W)`` (or ``transform`` of
+    ``augment`` of the batch, e.g. :func:`random_crop_flip` then :func:`normalize`) and int64
+    ``(B,)``, both on ``device``. No worker processes, no per-image Python work: the order, the
+    slicing, ``augment`` and ``transform`` all run on ``device``, on whole batches.
+
+    For training, build the loader once (the arrays go to ``device`` once) and hand each epoch
+    :meth:`shuffled` with the epoch's generator: with a generator on ``device``
+    (:func:`sncn.utils.device_generator`) an epoch makes no host-device copy and no
+    synchronisation at all.
 
     Args:
         images: uint8 ``(N, H, W, 3)``.
         labels: integer ``(N,)``.
         batch_size: images per batch.
         shuffle: draw a new permutation from ``generator`` at each ``iter()``.
-        generator: the source of the permutation; required when ``shuffle``.
+        generator: the source of the permutation and of ``augment``; required when
+            ``shuffle`` (or pass it later to :meth:`shuffled`). On the CPU or on ``device``.
         drop_last: drop a final batch smaller than ``batch_size``.
         device: where the arrays live and batches are served.
-        transform: applied to each uint8 batch on ``device``.
+        augment: ``augment(batch, generator)``, applied to each uint8 batch on ``device`` first
+            (e.g. :func:`random_crop_flip`).
+        transform: applied to each (augmented) batch on ``device`` (e.g. :func:`normalize`).
     """
 
     def __init__(
@@ -612,6 +622,7 @@ class ArrayLoader:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         device: str | torch.device = "cpu",
+        augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         _check_arrays(images, labels)
@@ -626,7 +637,22 @@ class ArrayLoader:
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+        self.augment = augment
         self.transform = transform
+
+    def shuffled(self, generator: torch.Generator) -> ArrayLoader:
+        """This loader in a new random order drawn from ``generator``, which also drives
+        ``augment``: one epoch's batches. The arrays are shared, not copied.
+
+        Args:
+            generator: the epoch's generator, on the CPU or on the loader's device.
+
+        Returns:
+            An :class:`ArrayLoader` over the same arrays with ``shuffle=True``.
+        """
+        epoch = copy.copy(self)
+        epoch.shuffle, epoch.generator = True, generator
+        return epoch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -634,6 +660,9 @@ class ArrayLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
+        if self.augment is not None and self.generator is None:
+            raise ValueError("augment draws from a generator: pass generator= or iterate "
+                             "loader.shuffled(generator)")  # fmt: skip
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator, device=self.generator.device)
             order = order.to(self.labels.device)
@@ -646,6 +675,8 @@ class ArrayLoader:
             else:
                 index = order[lo:hi]
                 x, y = self.images[index], self.labels[index]
+            if self.augment is not None:
+                x = self.augment(x, self.generator)
             if self.transform is not None:
                 x = self.transform(x)
             yield x, y
@@ -732,14 +763,15 @@ def normalize(
         std: per-channel std (default :data:`CIFAR_STD`, the paper's 0.5).
 
     Returns:
-        float32 tensor of the same shape.
+        float32 tensor of the same shape, on ``images``' device (``mean`` and ``std`` are sent
+        there without waiting: no host-device synchronisation).
     """
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255.0
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]  # (C, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device)[:, None, None]  # (C, 1, 1)
-    return (x - m) / s
+    m = torch.as_tensor(mean, dtype=x.dtype)[:, None, None].to(x.device, non_blocking=True)
+    s = torch.as_tensor(std, dtype=x.dtype)[:, None, None].to(x.device, non_blocking=True)
+    return (x - m) / s  # (C, 1, 1) broadcast
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from sncn.hparams import cifar_setting
 from sncn.metrics import cifar_mce, group_errors
 from sncn.models import create_model
 from sncn.train import AugMixTrainer, ConsistencyTrainer, Trainer, cosine_schedule, fit, sgd
-from sncn.utils import resolve_device
+from sncn.utils import device_generator, resolve_device
 
 #: Our method -> (paper table, its column) for the "paper" column of Table 1 / Tables 14-15.
 PAPER_COLUMN = {
@@ -354,13 +354,26 @@ def apply_overrides(setting: dict[str, Any], overrides: dict[str, Any]) -> dict[
 
 
 def build_trainer(
-    setting: dict[str, Any], model: torch.nn.Module, steps: int, device: torch.device
+    setting: dict[str, Any],
+    model: torch.nn.Module,
+    steps: int,
+    device: torch.device,
+    *,
+    compile: bool | Mapping[str, Any] = False,
 ) -> Trainer:
     """The cell's trainer: SGD (Nesterov) with a per-step cosine schedule to 1e-6.
 
-    On CUDA the trainer runs with mixed precision (fp16 autocast and a gradient scaler, for
-    training and for ``predict``, hence for every test and CIFAR-C error) and channels_last
-    memory; the released ``cifar.py`` trains and evaluates in fp32. On the CPU it runs in fp32.
+    On CUDA the trainer runs with bfloat16 autocast (for training and for ``predict``, hence for
+    every test and CIFAR-C error; no loss scaling) and channels_last memory; the released
+    ``cifar.py`` trains and evaluates in fp32. On the CPU it runs in fp32.
+
+    Args:
+        setting: the cell's setting (:func:`sncn.hparams.cifar_setting`).
+        model: the network, moved to ``device`` here.
+        steps: optimiser steps of the whole run (the cosine schedule's length).
+        device: the training device.
+        compile: train through ``torch.compile`` (True, or its keyword arguments; see
+            :class:`sncn.train.Trainer`).
     """
     model.to(device)
     opt = sgd(model, setting["lr"], setting["momentum"], setting["weight_decay"])
@@ -371,12 +384,41 @@ def build_trainer(
         amp=device.type == "cuda",
         channels_last=device.type == "cuda",
         device=device,
+        compile=compile,
     )
     if setting["trainer"] == "consistency":
         return ConsistencyTrainer(model, opt, sched, consist_wt=setting["consist_wt"], **kwargs)
     if setting["trainer"] == "augmix":
         return AugMixTrainer(model, opt, sched, consist_wt=setting["consist_wt"], **kwargs)
     return Trainer(model, opt, sched, **kwargs)
+
+
+def training_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device
+) -> Callable[[int, torch.Generator], ArrayLoader]:
+    """The CIFAR training batches of :func:`run`, for :func:`sncn.train.fit`.
+
+    The uint8 training images go to ``device`` once; each epoch draws a permutation, pads by 4
+    and crops at random, flips at random and normalises (AugMix's and the paper's CIFAR
+    augmentation, :func:`sncn.data.vision.random_crop_flip`), all on ``device`` on whole batches,
+    from a generator there derived from the epoch's (:func:`sncn.utils.device_generator`: the
+    epoch's generator itself on the CPU). Incomplete last batches are dropped.
+
+    Args:
+        images, labels: the training set, uint8 ``(N, 32, 32, 3)`` and ``(N,)``.
+        batch_size: images per batch.
+        device: the training device.
+
+    Returns:
+        ``batches(epoch, generator)``: the epoch's :class:`sncn.data.vision.ArrayLoader`.
+    """
+    arrays = ArrayLoader(images, labels, batch_size, drop_last=True, device=device,
+                         augment=random_crop_flip, transform=normalize)  # fmt: skip
+
+    def batches(epoch: int, generator: torch.Generator) -> ArrayLoader:
+        return arrays.shuffled(device_generator(generator, device))
+
+    return batches
 
 
 def run(
@@ -397,6 +439,7 @@ def run(
     progress: bool = True,
     retrain: bool = False,
     position: tuple[int, int] | None = None,
+    compile: bool | Mapping[str, Any] = False,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; return its metrics (read back if the run already finished).
 
@@ -424,6 +467,9 @@ def run(
         progress: progress bars.
         retrain: train again even if the run finished.
         position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
+        compile: train through ``torch.compile`` (True, or its keyword arguments;
+            :func:`build_trainer`). How the step is executed, like ``device``: recorded in
+            ``params.json``, not part of the run's name.
 
     Returns:
         ``clean_error``, ``mce``, ``errors`` ({corruption: 5 errors}), ``cifar_c`` ("official" or
@@ -459,7 +505,8 @@ def run(
         steps_per_epoch = len(train_y) // bs
         if steps_per_epoch < 1:
             raise ValueError(f"batch size {bs} exceeds the {len(train_y)} training images.")
-        trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev)
+        trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev,
+                                compile=compile)  # fmt: skip
 
         if setting["trainer"] == "augmix":
             views = AugMixViews(train_x, train_y, implementation=setting["augmix_implementation"])
@@ -467,13 +514,7 @@ def run(
             def batches(epoch: int, generator: torch.Generator) -> Iterable:
                 return augmix_loader(views, bs, generator)
         else:
-
-            def batches(epoch: int, generator: torch.Generator) -> Iterable:
-                def augment(x: torch.Tensor) -> torch.Tensor:
-                    return normalize(random_crop_flip(x, generator))
-
-                return ArrayLoader(train_x, train_y, bs, shuffle=True, generator=generator,
-                                   drop_last=True, device=dev, transform=augment)  # fmt: skip
+            batches = training_batches(train_x, train_y, bs, dev)
 
         start = time.perf_counter()
         history = fit(
@@ -492,6 +533,7 @@ def run(
         }
         params = {"dataset": dataset, "backbone": backbone, "method": method, "seed": seed,
                   "train_images": len(train_y), "test_images": len(test_y), "device": str(dev),
+                  "compile": compile if isinstance(compile, bool) else dict(compile),
                   **setting, "model_kwargs": model_kwargs or {}, "data": data}  # fmt: skip
         return results.save_run(folder, params, metrics)
 

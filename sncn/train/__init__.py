@@ -1,6 +1,14 @@
 """Trainers (``update(batch) -> dict``, ``predict(x)``) and the training loop."""
 
-from sncn.train.base import Trainer, cosine_schedule, jsd_consistency, sgd, step_schedule, unwrap
+from sncn.train.base import (
+    Trainer,
+    compile_outside_style_layers,
+    cosine_schedule,
+    jsd_consistency,
+    sgd,
+    step_schedule,
+    unwrap,
+)
 from sncn.train.consistency import AugMixTrainer, ConsistencyTrainer, ImageCrossNormAugMixTrainer
 from sncn.train.fixmatch import FixMatchTrainer, ModelEMA
 from sncn.train.loop import epoch_seed, fit
@@ -12,6 +20,7 @@ __all__ = [
     "ImageCrossNormAugMixTrainer",
     "ModelEMA",
     "Trainer",
+    "compile_outside_style_layers",
     "cosine_schedule",
     "epoch_seed",
     "fit",

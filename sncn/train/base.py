@@ -7,16 +7,26 @@ mixed precision and the CrossNorm switch. Notebooks and :func:`sncn.train.fit` o
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sncn.layers import crossnorm_step
+from sncn.layers import crossnorm_step, style_layers
 
-__all__ = ["Trainer", "cosine_schedule", "jsd_consistency", "sgd", "step_schedule", "unwrap"]
+__all__ = [
+    "Trainer",
+    "compile_outside_style_layers",
+    "cosine_schedule",
+    "jsd_consistency",
+    "sgd",
+    "step_schedule",
+    "unwrap",
+]
 
 
 def sgd(
@@ -77,11 +87,82 @@ def jsd_consistency(logits: Sequence[Tensor]) -> Tensor:
     return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
 
 
+#: What a trainer logs per step: detached 0-d tensors on the device, or numbers.
+Logs = dict[str, Tensor | float]
+
+
+def _number(value: Tensor | float) -> float:
+    """A logged value as a Python float (reads a tensor from its device)."""
+    return float(value.detach()) if isinstance(value, Tensor) else value
+
+
+@functools.cache
+def _outside_graph() -> Callable[..., Any]:
+    """``type(module).forward(module, ...)``, which torch.compile runs eagerly (built on first
+    use: importing ``torch._dynamo`` takes seconds)."""
+
+    def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return type(module).forward(module, *args, **kwargs)
+
+    return torch.compiler.disable(forward)
+
+
+class _Eager:
+    """A module's own ``forward``, run outside torch.compile's graphs.
+
+    Set as a module's instance attribute ``forward``; copies and pickles of the model rebind it
+    to their own module (``__reduce__``).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.forward = _outside_graph()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(self.module, *args, **kwargs)
+
+    def __reduce__(self) -> tuple:
+        return _Eager, (self.module,)
+
+
+def compile_outside_style_layers(
+    model: nn.Module, options: bool | Mapping[str, Any] = True
+) -> nn.Module:
+    """``torch.compile(model)`` with the style layers (CrossNorm and peers) left out of the graph.
+
+    A style layer is switched on and off from outside by a Python attribute and draws its
+    pairing and crop boxes on the host (:mod:`sncn.layers`); traced, each on/off pattern and
+    each box size would be a recompilation. Here each style layer's ``forward`` is run eagerly
+    between the compiled parts (the instance's ``forward`` is replaced by one that
+    ``torch.compiler.disable`` keeps out; parameters, buffers and state-dict keys are unchanged,
+    and the model called directly behaves as before).
+
+    Args:
+        model: the network (modified in place as said; DDP wrappers are fine).
+        options: True, or keyword arguments of ``torch.compile`` (``backend``, ``mode``, ...).
+
+    Returns:
+        The compiled module (calling it trains and evaluates ``model``'s parameters).
+    """
+    for _, layer in style_layers(unwrap(model)):
+        if not isinstance(layer.__dict__.get("forward"), _Eager):
+            layer.forward = _Eager(layer)
+    return torch.compile(model, **({} if options is True else dict(options)))
+
+
 class Trainer:
     """Supervised training: cross-entropy, with CrossNorm switched on per step (§3.2).
 
     Plain, SN, CN and SNCN training are all this trainer: what differs is the model (which units
     it has) and ``cn_prob`` (0 turns the switch off).
+
+    With batches already on the device, :meth:`update` with ``sync=False`` makes no host-device
+    synchronisation of its own: the logged values stay on the device as tensors
+    (:func:`sncn.train.fit` reads them once per epoch), bfloat16 autocast needs no loss scaling
+    (float16's scaler reads the device every step), and whether CrossNorm is on (and which
+    units) is drawn from ``generator``, a CPU generator, which waits for nothing on the device.
+    What a CrossNorm layer draws when on (partners, boxes) is drawn in :mod:`sncn.layers`, on
+    the host, and copied to the device there.
 
     Args:
         model: the network (may be wrapped in DDP).
@@ -89,10 +170,19 @@ class Trainer:
         scheduler: stepped after every update (None: constant lr).
         cn_prob: probability that CrossNorm is on for a step.
         active_num: CrossNorm units switched on when it is.
-        amp: mixed precision (bfloat16 on CPU, float16 with loss scaling on CUDA).
+        amp: mixed precision: autocast to ``amp_dtype`` in training and :meth:`predict`.
+        amp_dtype: ``torch.bfloat16`` (default; no loss scaling needed) or ``torch.float16``
+            (with a gradient scaler, whose overflow check reads the device every step).
         channels_last: feed the model channels_last batches (convert the model too, once).
         device: where batches go (default: the model's parameters' device).
         generator: CPU generator for the switch (default: torch's global one).
+        compile: train through ``torch.compile(model)`` (True, or a dict of ``torch.compile``
+            keyword arguments such as ``{"backend": "aot_eager"}`` or ``{"mode":
+            "max-autotune-no-cudagraphs"}``); forward and backward are compiled, the loss and
+            the optimiser step run eagerly, :meth:`predict` runs the model eagerly. The style
+            layers (CrossNorm and peers, :func:`sncn.layers.style_layers`) are kept out of the
+            compiled graphs, so switching them on and off, and their crops of varying size,
+            never recompile (:func:`compile_outside_style_layers`). State dicts are unchanged.
     """
 
     def __init__(
@@ -104,10 +194,14 @@ class Trainer:
         cn_prob: float = 0.0,
         active_num: int = 1,
         amp: bool = False,
+        amp_dtype: torch.dtype = torch.bfloat16,
         channels_last: bool = False,
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
+        if amp_dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {amp_dtype}")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -115,22 +209,23 @@ class Trainer:
         self.active_num = active_num
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.amp = amp
+        self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.generator = generator
         self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=amp and self.device.type == "cuda"
+            self.device.type, enabled=amp and amp_dtype == torch.float16
         )
         self.step = 0
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.compiled = None if compile is False else compile_outside_style_layers(model, compile)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -139,23 +234,40 @@ class Trainer:
         return x
 
     def _cn_on(self) -> bool:
-        """Draw whether CrossNorm is on for this step (probability ``cn_prob``)."""
+        """Draw whether CrossNorm is on for this step (probability ``cn_prob``).
+
+        A draw from the CPU ``generator``: no synchronisation with the device.
+        """
         return self.cn_prob > 0 and float(torch.rand((), generator=self.generator)) < self.cn_prob
 
     def forward_cn(self, x: Tensor, on: bool) -> Tensor:
-        """Model output with ``active_num`` CrossNorm units on (``on``) or none."""
+        """Model output with ``active_num`` CrossNorm units on (``on``) or none (the compiled
+        model when ``compile``)."""
+        forward = self.model if self.compiled is None else self.compiled
         with crossnorm_step(self.model, 1.0 if on else 0.0, self.active_num, self.generator):
-            return self.model(x)
+            return forward(x)
 
     # -- the interface ---------------------------------------------------------------------------
 
-    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """The training loss of one batch and extra values to log."""
+    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, Logs]:
+        """The training loss of one batch and extra values to log (detached tensors or
+        numbers)."""
         x, y = (self._to_device(t) for t in batch)
         return F.cross_entropy(self.forward_cn(x, self._cn_on()), y), {}
 
-    def update(self, batch: Sequence[Tensor]) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns the loss, the lr and other logged values."""
+    def update(self, batch: Sequence[Tensor], *, sync: bool = True) -> dict[str, Any]:
+        """One optimiser step on ``batch``; returns the loss, the lr and other logged values.
+
+        Args:
+            batch: the training batch.
+            sync: return the values as Python floats (reading them from the device waits for the
+                step to finish). False returns the device values as detached 0-d tensors
+                (numbers known on the host, like the lr, stay numbers), so the host can queue the
+                next step at once; :func:`sncn.train.fit` reads them once per epoch.
+
+        Returns:
+            ``{"loss", "lr", ...}``.
+        """
         self.model.train()
         with self._autocast():
             loss, logs = self.loss(batch)
@@ -167,7 +279,8 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
-        return {"loss": float(loss.detach()), "lr": lr, **logs}
+        logs = {"loss": loss.detach(), "lr": lr, **logs}
+        return {k: _number(v) for k, v in logs.items()} if sync else logs
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -193,7 +306,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty: saved without loss scaling (bfloat16 or fp32)
+            self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sncn.train.base import Trainer, jsd_consistency
+from sncn.train.base import Logs, Trainer, jsd_consistency
 
 
 class ConsistencyTrainer(Trainer):
@@ -29,15 +29,15 @@ class ConsistencyTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.consist_wt = consist_wt
 
-    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, Logs]:  # noqa: D102
         x, y = (self._to_device(t) for t in batch)
         logits_clean = self.forward_cn(x, False)
         ce = F.cross_entropy(logits_clean, y)
         if not self._cn_on():
-            return ce, {"ce": float(ce.detach()), "consistency": 0.0}
+            return ce, {"ce": ce.detach(), "consistency": 0.0}
         views = [logits_clean, self.forward_cn(x, True), self.forward_cn(x, True)]
         consistency = jsd_consistency(views)
-        logs = {"ce": float(ce.detach()), "consistency": float(consistency.detach())}
+        logs = {"ce": ce.detach(), "consistency": consistency.detach()}
         return ce + self.consist_wt * consistency, logs
 
 
@@ -70,7 +70,7 @@ class AugMixTrainer(Trainer):
 
     def augmix_loss(
         self, batch: Sequence, cn: bool
-    ) -> tuple[list[Tensor], list[Tensor], Tensor, dict[str, float]]:
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Logs]:
         """The AugMix part of the loss: the three views through the model together (CN ``cn``).
 
         Returns:
@@ -87,17 +87,17 @@ class AugMixTrainer(Trainer):
         logits = self.forward_cn(torch.cat(views), cn).split(views[0].shape[0])
         ce = F.cross_entropy(logits[0], self._to_device(y))
         jsd = jsd_consistency(logits)
-        logs = {"ce": float(ce.detach()), "jsd": float(jsd.detach())}
+        logs = {"ce": ce.detach(), "jsd": jsd.detach()}
         return views, logits, ce + self.jsd_wt * jsd, logs
 
-    def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+    def loss(self, batch: Sequence) -> tuple[Tensor, Logs]:  # noqa: D102
         views, logits, loss, logs = self.augmix_loss(batch, cn=False)
         logs["consistency"] = 0.0
         if self._cn_on():
             cn_views = [logits[0], self.forward_cn(views[0], True), self.forward_cn(views[0], True)]
             consistency = jsd_consistency(cn_views)
             loss = loss + self.consist_wt * consistency
-            logs["consistency"] = float(consistency.detach())
+            logs["consistency"] = consistency.detach()
         return loss, logs
 
 
@@ -113,6 +113,6 @@ class ImageCrossNormAugMixTrainer(AugMixTrainer):
 
     views_dataset = "sncn.data.augmix.ImageAugMixViews"
 
-    def loss(self, batch: Sequence) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+    def loss(self, batch: Sequence) -> tuple[Tensor, Logs]:  # noqa: D102
         _, _, loss, logs = self.augmix_loss(batch, cn=self._cn_on())
         return loss, logs

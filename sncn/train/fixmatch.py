@@ -27,13 +27,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sncn.layers import crossnorm_groups
-from sncn.train.base import Trainer, unwrap
+from sncn.train.base import Logs, Trainer, unwrap
 
 __all__ = [
     "CN_DATA",
@@ -216,7 +217,7 @@ class FixMatchTrainer(Trainer):
         self.cn_data = cn_data
         self.ema = ModelEMA(model, ema_decay)
 
-    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:  # noqa: D102
+    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, Logs]:  # noqa: D102
         if len(batch) not in (4, 5):
             raise ValueError(
                 f"FixMatchTrainer expects batches (x, y, u_weak, u_strong[, u_labels]), got "
@@ -234,16 +235,17 @@ class FixMatchTrainer(Trainer):
         loss_x = F.cross_entropy(logits_x, y)
         targets, mask = pseudo_labels(logits_weak, self.threshold, self.temperature)
         loss_u = (F.cross_entropy(logits_strong, targets, reduction="none") * mask).mean()
-        logs = {"loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()),
-                "mask": float(mask.mean()), "cn": float(on)}  # fmt: skip
+        logs = {"loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
+                "mask": mask.mean(), "cn": float(on)}  # fmt: skip
         if len(batch) == 5:  # monitoring only: how often the used pseudo-labels are right
             right = (targets == self._to_device(batch[4])).float()
-            logs["pseudo_acc"] = float((right * mask).sum() / mask.sum().clamp_min(1))
+            logs["pseudo_acc"] = (right * mask).sum() / mask.sum().clamp_min(1)
         return loss_x + self.lambda_u * loss_u, logs
 
-    def update(self, batch: Sequence[Tensor]) -> dict[str, float]:
-        """One optimiser step, then the EMA update; returns the logged values."""
-        logs = super().update(batch)
+    def update(self, batch: Sequence[Tensor], *, sync: bool = True) -> dict[str, Any]:
+        """One optimiser step, then the EMA update; returns the logged values (``sync``: see
+        :meth:`sncn.train.base.Trainer.update`)."""
+        logs = super().update(batch, sync=sync)
         self.ema.update(self.model)
         return logs
 

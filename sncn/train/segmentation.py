@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sncn.data.segmentation import Frames, normalize_images
 from sncn.metrics import ABSENT, ConfusionMatrix
-from sncn.train.base import Trainer
+from sncn.train.base import Logs, Trainer
 
 __all__ = [
     "SegmentationTrainer",
@@ -80,16 +80,16 @@ class SegmentationTrainer(Trainer):
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
 
-    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, batch: Sequence[Tensor]) -> tuple[Tensor, Logs]:
         """Main plus weighted auxiliary cross-entropy of one ``(images, labels)`` batch."""
         x, y = (self._to_device(t) for t in batch)
         on = self._cn_on()
         out = self.forward_cn(x, on)
         main = F.cross_entropy(out["out"].float(), y, ignore_index=self.ignore_index)
-        logs = {"main_loss": float(main.detach()), "cn_on": float(on)}
+        logs = {"main_loss": main.detach(), "cn_on": float(on)}
         if "aux" in out and out["aux"] is not None and self.aux_weight:
             aux = F.cross_entropy(out["aux"].float(), y, ignore_index=self.ignore_index)
-            logs["aux_loss"] = float(aux.detach())
+            logs["aux_loss"] = aux.detach()
             return main + self.aux_weight * aux, logs
         return main, logs
 
