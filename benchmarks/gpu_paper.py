@@ -34,19 +34,14 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.layers import SHAPES
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: The Table 1 methods in the order they are trained: the two the issue asks for first.
 METHODS = ("basic", "sncn", "sn", "cn", "sncn_consistency", "augmix", "sncn_augmix")
 
-#: Shapes of stage 2 (full) and of ``--smoke``.
-LAYER_SHAPES = {
-    "WRN-40-2 block 1": (128, 32, 32, 32),
-    "WRN-40-2 block 2": (128, 64, 16, 16),
-    "WRN-40-2 block 3": (128, 128, 8, 8),
-    "ResNet-50 stage 1": (32, 256, 56, 56),
-    "ResNet-50 stage 4": (32, 2048, 7, 7),
-}
+#: Shapes of ``--smoke`` (stage 2 otherwise times ``benchmarks.layers.SHAPES``).
 SMOKE_SHAPES = {"WRN-40-2 block 3 (smoke: batch 8)": (8, 128, 8, 8)}
 
 #: Targets of issue 17 (ratio to BatchNorm2d on CUDA in bf16 at the WRN-40-2 shapes).
@@ -311,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(cuda_tests(min(120.0, clock.left() / 4), args.smoke))
     if 2 in args.stages:
         report.add(layer_timings(device, 3 if args.smoke else 25,
-                                 SMOKE_SHAPES if args.smoke else LAYER_SHAPES))  # fmt: skip
+                                 SMOKE_SHAPES if args.smoke else SHAPES))  # fmt: skip
     if 3 in args.stages:
         section, rates = step_timings(
             device, ("basic", "sn", "cn", "sncn"), (False, True) if args.compile else (False,),

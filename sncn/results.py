@@ -484,10 +484,10 @@ def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | Non
             retrain = _finished(run) < request["since"]
         elif (run / "checkpoint.pt").exists():  # interrupted: resumed unless from before
             retrain = (run / "checkpoint.pt").stat().st_mtime < request["since"]
-    if is_done(run) and not retrain and _other_data(run):
-        retrain = True
-    if is_done(run) and not retrain:
-        metrics = load_metrics(run)
+    metrics = load_metrics(run) if is_done(run) and not retrain else None
+    if metrics is not None and _other_data(run, metrics):
+        metrics, retrain = None, True
+    if metrics is not None:
         if not is_stale(metrics):
             return metrics
         if request.get("runs") != "stale":
@@ -503,11 +503,12 @@ def reuse(run: str | os.PathLike, retrain: bool = False) -> dict[str, Any] | Non
     return None
 
 
-def _other_data(run: Path) -> bool:
-    """Whether finished ``run`` was made from other data than this process may read (then it
-    says so): from the embedded sample where the sample is not allowed (``$SNCN_SAMPLE``), or
-    from real data where this process has read the sample (:func:`sncn.data.samples_used`)."""
-    sampled = bool(load_metrics(run).get("data_sample"))
+def _other_data(run: Path, metrics: Mapping[str, Any]) -> bool:
+    """Whether finished ``run`` (its ``metrics``) was made from other data than this process may
+    read (then it says so): from the embedded sample where the sample is not allowed
+    (``$SNCN_SAMPLE``), or from real data where this process has read the sample
+    (:func:`sncn.data.samples_used`)."""
+    sampled = bool(metrics.get("data_sample"))
     if sampled and os.environ.get(SAMPLE_ENV) != "1":
         made, now = "the embedded sample", f"real data only (${SAMPLE_ENV} is not 1)"
     elif not sampled and samples_used():
