@@ -28,7 +28,7 @@ SHAPES = {
     "ResNet-50 stage 1": (32, 256, 56, 56),
     "ResNet-50 stage 4": (32, 2048, 7, 7),
 }
-TARGETS = {"SelfNorm (g)": 1.6, "CrossNorm (neither)": 2.5}
+TARGETS = {"SelfNorm (g)": 1.6, "CrossNorm (neither)": 2.5, "CrossNorm (both)": 2.5}
 
 
 def layers(c: int) -> dict[str, nn.Module]:

@@ -174,10 +174,15 @@ def _check_mask_shape(mask: Tensor, x: Tensor) -> None:
 
 
 def _check_mask(mask: Tensor, x: Tensor) -> Tensor:
-    """``mask`` ``(N, *spatial)`` (True = a real position) as a bool ``(N, 1, *spatial)``."""
+    """``mask`` ``(N, *spatial)`` (True = a real position) as a bool ``(N, 1, *spatial)``.
+
+    That every sample has a real position is checked in eager mode only: the check reads a
+    value on the host, which a compiled graph must not do. Compiled, a sample without one
+    passes through unchanged (finite statistics, see :func:`_masked_stats`).
+    """
     _check_mask_shape(mask, x)
     mask = mask.to(device=x.device, dtype=torch.bool)
-    if not mask.flatten(1).any(1).all():
+    if not torch.compiler.is_compiling() and not mask.flatten(1).any(1).all():
         raise ValueError("every sample needs at least one unmasked position (mask all False).")
     return mask.unsqueeze(1)
 
@@ -186,12 +191,13 @@ def _masked_stats(x: Tensor, mask: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Mean and ``sqrt(unbiased var + eps)`` over the positions where ``mask`` is True.
 
     ``mask``: bool ``(N, 1, *spatial)``. Two passes with plain autograd: for padded sequences
-    (text), where every sample has its own number of positions.
+    (text), where every sample has its own number of positions. A sample without a real
+    position gets mean 0 and std ``sqrt(eps)`` (its count is taken as 1), not NaN.
     """
     dims = tuple(range(2, x.dim()))
     acc = x.float() if x.dtype in _LOW_PRECISION else x
     weight = mask.to(acc.dtype)  # (N, 1, *spatial)
-    count = weight.sum(dims)  # (N, 1)
+    count = weight.sum(dims).clamp_min(1)  # (N, 1)
     mean = (acc * weight).sum(dims) / count  # (N, C)
     centred = (acc - mean.view(*mean.shape, *([1] * len(dims)))) * weight
     var = centred.square().sum(dims) / (count - 1).clamp_min(1)
@@ -433,16 +439,24 @@ def _batch_norm(bn: nn.BatchNorm1d, z: Tensor) -> Tensor:
     statistics are used and the running ones updated (momentum, or a cumulative average for
     ``momentum=None``, as ``nn.BatchNorm1d``), except for a batch of one (a batch statistic of one
     value does not exist) or none, which uses the running statistics and leaves them unchanged.
+    The cumulative average's factor ``1 / num_batches_tracked`` stays a tensor: no value is read
+    on the host.
     """
     batch_stats = bn.training and z.shape[0] > 1
-    factor = 0.0
     if batch_stats:
         bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     mean, var = bn.running_mean.to(z.dtype), bn.running_var.to(z.dtype)  # copies if cast
-    out = F.batch_norm(
-        z, mean, var, bn.weight.to(z.dtype), bn.bias.to(z.dtype), batch_stats, factor, bn.eps
-    )
+    weight, bias = bn.weight.to(z.dtype), bn.bias.to(z.dtype)
+    if batch_stats and bn.momentum is None:  # cumulative average, updated below
+        out = F.batch_norm(z, None, None, weight, bias, True, 0.0, bn.eps)
+        with torch.no_grad():  # running += (batch - running) / num_batches_tracked
+            factor = bn.num_batches_tracked.to(mean.dtype).reciprocal()
+            batch_var, batch_mean = torch.var_mean(z.detach(), 0)  # unbiased, as BatchNorm's
+            mean.lerp_(batch_mean, factor)
+            var.lerp_(batch_var, factor)
+    else:
+        factor = bn.momentum if batch_stats else 0.0
+        out = F.batch_norm(z, mean, var, weight, bias, batch_stats, factor, bn.eps)
     if batch_stats and mean is not bn.running_mean:  # updated in the copies: write them back
         with torch.no_grad():
             bn.running_mean.copy_(mean)
@@ -552,8 +566,25 @@ def _check_pairing(pairing: str) -> None:
         raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}.")
 
 
+def _moved(t: Tensor, device: torch.device | str) -> Tensor:
+    """``t`` on ``device``; a copy to an accelerator does not wait for it (``non_blocking``).
+
+    A copy to the CPU blocks: a non-blocking one may return before the values have arrived.
+    """
+    device = torch.device(device)
+    return t.to(device, non_blocking=device.type != "cpu")
+
+
+def _draw_device(generator: torch.Generator | None, x: Tensor) -> torch.device:
+    """Where random draws happen: on ``generator``'s device, or on ``x``'s without one."""
+    return generator.device if generator is not None else x.device
+
+
 def random_partner(
-    n: int, generator: torch.Generator | None = None, pairing: str = "permutation"
+    n: int,
+    generator: torch.Generator | None = None,
+    pairing: str = "permutation",
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Random partners for ``n`` items: item ``i`` takes the statistics of item ``partner[i]``.
 
@@ -565,100 +596,183 @@ def random_partner(
 
     Args:
         n: number of items (at least 2).
-        generator: CPU torch generator (default: torch's global one).
+        generator: torch generator (default: the global one of ``device``).
         pairing: one of :data:`PAIRINGS`.
+        device: where to draw and return the partners (default: the generator's device, or the
+            CPU without a generator). Tensor operations only: no host synchronisation.
 
     Returns:
-        ``(n,)`` int64 CPU tensor of partner indices.
+        ``(n,)`` int64 tensor of partner indices on ``device``.
     """
     _check_pairing(pairing)
     if n < 2:
         raise ValueError(f"a random partner needs at least 2 items, got {n}.")
-    order = torch.randperm(n, generator=generator)
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(n, generator=generator, device=device)
     if pairing == "permutation":
         return order
-    partner = torch.empty(n, dtype=torch.long)
+    partner = torch.empty(n, dtype=torch.long, device=device)
     paired = n - 3 if n % 2 else n
     partner[order[0:paired:2]] = order[1:paired:2]
     partner[order[1:paired:2]] = order[0:paired:2]
-    if n % 2:  # a 3-cycle among the last three
-        a, b, c = order[-3:]
-        partner[a], partner[b], partner[c] = b, c, a
+    if n % 2:  # a 3-cycle among the last three: a -> b -> c -> a
+        partner[order[-3:]] = order[-3:].roll(-1)
     return partner
 
 
 def grouped_partner(
-    groups: Tensor, generator: torch.Generator | None = None, pairing: str = "permutation"
+    groups: Tensor,
+    generator: torch.Generator | None = None,
+    pairing: str = "permutation",
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Random partners within each group: items only take statistics from their own group.
 
-    Each group id ``k >= 0`` with at least two members gets its own :func:`random_partner` (drawn
-    in increasing order of ``k``); an item whose id is negative, or which is alone in its group,
-    is its own partner.
+    Each group id ``k >= 0`` with at least two members gets its own random pairing, distributed
+    as :func:`random_partner`'s (a uniform permutation of the group, or its members paired two
+    by two in a uniform random order, the last three in a cycle for an odd count); an item whose
+    id is negative, or which is alone in its group, is its own partner.
+
+    Computed for all groups at once with fixed shapes (one random key per item, sorts and
+    ``searchsorted``): no host synchronisation and no loop over the group ids, so the draws
+    differ from a loop of :func:`random_partner` calls, not their distribution.
 
     Args:
         groups: ``(n,)`` integer group ids (e.g. 0 for the labelled and 1 for the unlabelled part
             of a batch; -1 for items to leave alone).
-        generator: CPU torch generator (default: torch's global one).
+        generator: torch generator (default: the global one of ``device``).
         pairing: one of :data:`PAIRINGS` (see :func:`random_partner`).
+        device: where to draw and return the partners (default: the generator's device, or the
+            CPU without a generator).
 
     Returns:
-        ``(n,)`` int64 CPU tensor of partner indices.
+        ``(n,)`` int64 tensor of partner indices on ``device``.
     """
     if not isinstance(groups, Tensor) or groups.dim() != 1 or groups.is_floating_point():
         what = f"{groups.dtype} {tuple(groups.shape)}" if isinstance(groups, Tensor) else groups
         raise ValueError(f"groups must be a 1-d integer tensor of group ids, got {what}.")
     _check_pairing(pairing)
-    groups = groups.cpu()
-    partner = torch.arange(len(groups))
-    for k in torch.unique(groups[groups >= 0]).tolist():
-        members = torch.nonzero(groups == k).flatten()
-        if len(members) >= 2:
-            partner[members] = members[random_partner(len(members), generator, pairing)]
-    return partner
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    groups = _moved(groups.long(), device)
+    n = len(groups)
+    index = torch.arange(n, device=device)
+    keys = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+    shuffled = torch.argsort(keys)  # a uniform random order of all items
+    # each group's members together (groups in increasing id): in random order, and by index
+    order = shuffled[torch.sort(groups[shuffled], stable=True).indices]
+    by_index = torch.sort(groups, stable=True).indices
+    ids = groups[order]
+    start = torch.searchsorted(ids, ids, side="left")  # where each item's group begins
+    size = torch.searchsorted(ids, ids, side="right") - start
+    rank = index - start  # position in the group's random order
+    if pairing == "permutation":  # the k-th member by index takes the k-th in random order
+        partner = torch.empty_like(index).index_put_((by_index,), order)
+    else:  # neighbours in the random order, two by two; the last three in a cycle if odd
+        cycle = (size % 2 == 1) & (rank >= size - 3)
+        mate = torch.where(cycle, torch.where(rank == size - 1, size - 3, rank + 1), rank ^ 1)
+        mate = torch.where(size >= 2, mate, rank)
+        partner = torch.empty_like(index).index_put_((order,), order[start + mate])
+    return torch.where(groups >= 0, partner, index)
 
 
-def _beta(beta: float, count: int, generator: torch.Generator | None) -> Tensor:
-    """``count`` float64 draws of Beta(beta, beta) from ``generator`` (uniform for beta = 1)."""
+def _beta(
+    beta: float, count: int, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """``count`` float64 draws of Beta(beta, beta) on ``device`` (uniform for beta = 1)."""
     if beta == 1.0:
-        return torch.rand(count, generator=generator, dtype=torch.float64)
-    gamma = torch._standard_gamma(
-        torch.full((2, count), float(beta), dtype=torch.float64), generator=generator
-    )  # Beta(a, a) = G1 / (G1 + G2) with G1, G2 ~ Gamma(a, 1)
+        return torch.rand(count, generator=generator, dtype=torch.float64, device=device)
+    shape = torch.full((2, count), float(beta), dtype=torch.float64, device=device)
+    gamma = torch._standard_gamma(shape, generator=generator)  # Beta(a, a) = G1 / (G1 + G2)
     return gamma[0] / gamma.sum(0)
 
 
-def _released_box(
-    size: Sequence[int], beta: float, threshold: float, generator: torch.Generator | None
-) -> tuple[slice, ...]:
-    """The released code's box (``cn_rand_bbox``), its rejection loop unrolled over candidates."""
+def _released_bounds(
+    size: Sequence[int],
+    beta: float,
+    threshold: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    """The released code's box (``cn_rand_bbox``), its rejection loop unrolled over candidates.
+
+    All candidates are drawn at once (the ratios, then the centres' coordinates dimension by
+    dimension) and the first accepted one is picked with tensor operations: no value leaves
+    ``device``. Returns ``(2, D)`` int64 ``[lo, hi)`` bounds (see :func:`_box_bounds`).
+    """
     dims, area = len(size), math.prod(size)
-    cuts = _beta(beta, _BOX_CANDIDATES, generator).pow(1 / dims).tolist()  # sqrt(r) on a map
-    centres = zip(  # K centres of D coordinates, uniform over the whole map
-        *(torch.randint(0, int(s), (_BOX_CANDIDATES,), generator=generator).tolist() for s in size),
-        strict=True,
-    )
-    for cut, centre in zip(cuts, centres, strict=True):  # the first accepted candidate
-        half = [int(s * cut) // 2 for s in size]  # side int(S * sqrt(r)), halved
-        lo = [max(c - h, 0) for c, h in zip(centre, half, strict=True)]
-        hi = [min(c + h, s) for c, h, s in zip(centre, half, size, strict=True)]  # clipped
-        if math.prod(b - a for a, b in zip(lo, hi, strict=True)) / area > threshold:
-            return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    cut = _beta(beta, _BOX_CANDIDATES, generator, device).pow(1 / dims)  # sqrt(r) on a map
+    lo, hi = [], []
+    for extent in size:  # centres uniform over the whole map, one coordinate at a time
+        centre = torch.randint(0, extent, (_BOX_CANDIDATES,), generator=generator, device=device)
+        half = torch.floor(extent * cut).long() // 2  # side int(S * sqrt(r)), halved
+        lo.append((centre - half).clamp_min(0))
+        hi.append((centre + half).clamp_max(extent))  # clipped at the border
+    lo_k, hi_k = torch.stack(lo, 1), torch.stack(hi, 1)  # (K, D)
+    accepted = (hi_k - lo_k).prod(1).double() / area > threshold  # (K,), the released test
+    first = accepted.int().argmax().view(1)  # the first accepted candidate (0 if none is)
+    found = accepted.any()
     # no candidate accepted: impossible where no box can pass (e.g. sides < 3), else very rare
-    return tuple(slice(0, int(s)) for s in size)
+    lo_box = torch.where(found, lo_k.index_select(0, first)[0], 0)
+    hi_first = hi_k.index_select(0, first)[0]
+    hi_box = torch.stack([torch.where(found, hi_first[d], s) for d, s in enumerate(size)])
+    return torch.stack([lo_box, hi_box])
 
 
-def _paper_box(
-    size: Sequence[int], beta: float, threshold: float, generator: torch.Generator | None
-) -> tuple[slice, ...]:
-    """A box of area ratio ``t + (1 - t) Beta(beta, beta)``, the same shape as the map, inside."""
-    ratio = threshold + (1 - threshold) * float(_beta(beta, 1, generator))
-    slices = []
-    for extent in size:
-        side = min(extent, max(1, math.ceil(extent * ratio ** (1 / len(size)))))
-        start = int(torch.randint(0, extent - side + 1, (), generator=generator))
-        slices.append(slice(start, start + side))
-    return tuple(slices)
+def _paper_bounds(
+    size: Sequence[int],
+    beta: float,
+    threshold: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    """A box of area ratio ``t + (1 - t) Beta(beta, beta)``, the same shape as the map, inside.
+
+    The corner is ``floor(u * (S - side + 1))`` with ``u ~ U[0, 1)`` in float64 for each
+    dimension: uniform over the positions where the box fits (to within 2^-53), without a draw
+    whose range depends on a drawn value. Returns ``(2, D)`` int64 ``[lo, hi)`` bounds.
+    """
+    ratio = threshold + (1 - threshold) * _beta(beta, 1, generator, device)[0]
+    root = ratio.pow(1 / len(size))
+    u = torch.rand(len(size), generator=generator, dtype=torch.float64, device=device)
+    lo, hi = [], []
+    for d, extent in enumerate(size):
+        side = torch.ceil(extent * root).long().clamp(1, extent)
+        room = extent - side + 1  # possible corners
+        start = torch.minimum(torch.floor(u[d] * room).long(), room - 1)
+        lo.append(start)
+        hi.append(start + side)
+    return torch.stack([torch.stack(lo), torch.stack(hi)])
+
+
+def _box_bounds(
+    size: Sequence[int],
+    beta: float,
+    threshold: float,
+    generator: torch.Generator | None,
+    box: str,
+    device: torch.device,
+) -> Tensor:
+    """A random crop box as a ``(2, D)`` int64 tensor on ``device``: row 0 the first position of
+    each spatial dimension, row 1 one past the last. Drawn from ``generator`` (which must live
+    on ``device``; None: the default generator of ``device``) without a host synchronisation and
+    with fixed shapes, so a compiled step neither recompiles nor breaks its graph on it."""
+    size = [int(s) for s in size]
+    if box == "paper":
+        return _paper_bounds(size, beta, threshold, generator, device)
+    return _released_bounds(size, beta, threshold, generator, device)
+
+
+def _box_mask(bounds: Tensor, spatial: Sequence[int]) -> Tensor:
+    """Bool ``(1, 1, *spatial)``, True inside the box ``bounds`` (``(2, D)``, on x's device)."""
+    mask = None
+    for d, extent in enumerate(spatial):
+        pos = torch.arange(extent, device=bounds.device)
+        inside = (pos >= bounds[0, d]) & (pos < bounds[1, d])
+        inside = inside.view([extent if e == d else 1 for e in range(len(spatial))])
+        mask = inside if mask is None else mask & inside
+    return mask.view(1, 1, *spatial)
 
 
 def sample_box(
@@ -685,13 +799,20 @@ def sample_box(
 
     ``box="paper"`` (the paper's text, §3.1: "a square with area ratio r no less than t"): area
     ratio ``r = t + (1 - t) Beta(beta, beta)``, sides ``ceil(size_d * r^(1/D))``, and a corner
-    uniform over the positions where the box fits inside the map.
+    uniform over the positions where the box fits inside the map (``floor(u * positions)``,
+    ``u ~ U[0, 1)`` in float64).
+
+    :func:`crossnorm` draws its boxes with the same tensor code, on the device of its
+    generator, and never reads them back: called with a generator in the same state, this
+    function returns the box that :func:`crossnorm` uses (its draws: the pairing first, then the
+    content box, then the style box).
 
     Args:
         size: spatial size, ``(H, W)`` or ``(L,)``.
         beta: Beta distribution parameter (1 = uniform).
         threshold: ``t`` in (0, 1], the area-ratio threshold.
-        generator: CPU torch generator for every draw (default: torch's global one).
+        generator: torch generator for every draw, on any device (default: torch's global CPU
+            generator).
         box: one of :data:`BOX_SAMPLERS`.
 
     Returns:
@@ -701,9 +822,9 @@ def sample_box(
         ``cn_rand_bbox`` in ``models/cnsn.py`` of the released code; paper §3.1, Eq. 6.
     """
     _check_box_args(beta, threshold, box)
-    if box == "paper":
-        return _paper_box(size, beta, threshold, generator)
-    return _released_box(size, beta, threshold, generator)
+    device = generator.device if generator is not None else torch.device("cpu")
+    lo, hi = _box_bounds(size, beta, threshold, generator, box, device).tolist()
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
 
 
 def _check_box_args(beta: float, threshold: float, box: str) -> None:
@@ -748,7 +869,12 @@ def crossnorm(
         threshold: box area-ratio threshold ``t`` (paper: 0.1).
         lam: optional partial mixing: ``lam * x + (1 - lam) * crossnorm(x)``.
         eps: variance epsilon of the statistics.
-        generator: CPU torch generator for the pairing and boxes (default: the global one).
+        generator: torch generator for the pairing and the boxes, on any device (default: the
+            global generator of ``x``'s device). Draws are made on the generator's device and
+            moved to ``x``'s without waiting for the device: a CPU generator gives the same
+            pairings and boxes whatever the device of ``x`` (the same boxes as
+            :func:`sample_box`), and a generator on ``x``'s device (or none) keeps every draw
+            there, as CUDA graphs need.
         mask: optional bool ``(N, *spatial)``, True at real positions (padded sequences): the
             statistics exclude the rest, which pass through unchanged. Only with ``crop="neither"``.
         groups: optional ``(N,)`` integer group ids of the samples: 2-instance CrossNorm then
@@ -768,6 +894,15 @@ def crossnorm(
         ``a (x - mu_A) + mu_B`` (forward and backward) are computed in float32 and rounded once
         to ``x``'s dtype, so a near-constant map (tiny ``sigma_A``) neither overflows nor gives
         NaN.
+
+    Fixed shapes: crop boxes are drawn as tensors (:func:`sample_box`'s distribution, never read
+    on the host) and applied as 0/1 weights over the whole maps: box statistics from masked
+    sums, the restyled box written with arithmetic that leaves ``x`` exactly unchanged outside
+    it. Every tensor has the same shape at every call and no Python branch depends on a tensor's
+    value, so a ``torch.compile``'d step is traced once whatever the boxes. ``"content"`` and
+    ``"both"`` are one graph; ``"neither"`` and ``"style"`` (whose ``A`` is the whole map)
+    restyle with SelfNorm's fused layer, whose backward calls ``torch.autograd.grad``: one graph
+    with ``torch._dynamo.config.trace_autograd_ops = True``, else a break there.
 
     Reference:
         Section 3 (CrossNorm) and 3.1 (CrossNorm Variants), Eq. 3-6.
@@ -796,23 +931,18 @@ def crossnorm(
             shape = tuple(groups.shape) if isinstance(groups, Tensor) else type(groups).__name__
             raise ValueError(f"groups must have shape (N,) = ({n},), got {shape}.")
         keep = (groups < 0).to(x.device)[:, None]
+    draw = _draw_device(generator, x)  # pairing and boxes: drawn there, never read back
     if instances == 2 and groups is not None:
-        partner = grouped_partner(groups, generator, pairing).to(x.device)
+        partner = grouped_partner(groups, generator, pairing, device=draw)
     else:
-        partner = random_partner(n if instances == 2 else c, generator, pairing).to(x.device)
-    spatial = x.shape[2:]
-    lead = (slice(None), slice(None))
-
-    content = x
+        partner = random_partner(n if instances == 2 else c, generator, pairing, device=draw)
+    partner = _moved(partner, x.device)
+    # boxes: bool (1, 1, *spatial) masks, drawn after the pairing (content, then style)
+    content_box = style_box = None
     if crop in ("content", "both"):
-        content_box = lead + sample_box(spatial, beta, threshold, generator, box)
-        content = x[content_box]
-    style: tuple[Tensor, ...] = ()  # the partners' statistics when they are not the content's
+        content_box = _crop_mask(x, beta, threshold, generator, box)
     if crop in ("style", "both"):
-        style_box = lead + sample_box(spatial, beta, threshold, generator, box)
-        style = _InstanceStats.apply(x[style_box], eps)
-    elif content is not x:
-        style = _InstanceStats.apply(x, eps)
+        style_box = _crop_mask(x, beta, threshold, generator, box)
 
     def coefficients(mean_a: Tensor, std_a: Tensor, *stats_b: Tensor) -> tuple[Tensor, Tensor]:
         mean_b, std_b = stats_b or (mean_a, std_a)  # (N, C) each
@@ -833,12 +963,181 @@ def crossnorm(
         mean, std = _masked_stats(x, mask, eps)
         return torch.where(mask, _affine(x, mean, *coefficients(mean, std)), x)
 
-    restyled = _stat_affine(content, eps, coefficients, *style)
-    if content is x:
-        return restyled
-    out = x.clone()
-    out[content_box] = restyled
-    return out
+    if crop == "neither":
+        return _stat_affine(x, eps, coefficients)
+    if crop == "style":
+        x_on, mean_b, std_b = _RegionStats.apply(x, float(eps), style_box)
+        return _stat_affine(x_on, eps, coefficients, mean_b, std_b)
+    # Eq. 6 with fixed shapes: statistics over the boxes (None: the whole map), A restyled
+    # inside its box only (content, both) or whole (style: the fused map, with the partners' box
+    # statistics)
+    x_on, mean_a, std_a, mean_b, std_b, *centred = _RegionStats.apply(
+        x, float(eps), content_box, style_box
+    )  # x_on: x, passed on; centred: (x - mean_a) * content_box, for a content box
+    a, c = coefficients(mean_a, std_a, mean_b, std_b)
+    return _CropAffine.apply(x_on, mean_a, a, c, content_box, *(centred or [None]))
+
+
+def _crop_mask(
+    x: Tensor, beta: float, threshold: float, generator: torch.Generator | None, box: str
+) -> Tensor:
+    """A random crop box of ``x``'s maps: a 0/1 weight ``(1, 1, *spatial)`` on x's device, in
+    the dtype the layers compute in."""
+    bounds = _box_bounds(x.shape[2:], beta, threshold, generator, box, _draw_device(generator, x))
+    mask = _box_mask(_moved(bounds, x.device), x.shape[2:])
+    return mask.to(_compute_dtype(x.dtype))
+
+
+def _masked_sums(x: Tensor, weight: Tensor) -> Tensor:
+    """Per-map ``sum(x * weight)``, ``(N, C)``, with ``weight`` ``(1, 1, *spatial)``."""
+    if x.is_contiguous() and weight.dtype == x.dtype:  # one matrix-vector product, no buffer
+        return torch.mv(x.view(x.shape[0] * x.shape[1], -1), weight.reshape(-1)).view(x.shape[:2])
+    return (x * weight).sum(tuple(range(2, x.dim())))
+
+
+class _RegionStats(torch.autograd.Function):
+    """Mean and std of each map over fixed-shape regions: a box (a 0/1 weight) or the whole map.
+
+    ``forward(x, eps, *regions)``, regions ``(content, style)`` or ``(style,)``: each a 0/1
+    weight ``(1, 1, *spatial)`` in the compute dtype (a box) or None (the whole map). Returns
+    ``x`` itself (a view: the features passed on to the restyling, :class:`_CropAffine` or
+    :class:`_StatAffine`, so that ``x`` has one consumer and both gradients meet here), a
+    ``(mean, std)`` pair per region, each ``(N, C)``, and, when the content region is a box,
+    ``t = (x - mean_a) * weight`` (zero outside the box, not differentiable), which
+    :class:`_CropAffine` reuses. ``std = sqrt(var + eps)``
+    with the Bessel-corrected variance (none for a single position), as :func:`instance_stats`.
+    Every shape is fixed whatever the box, so a compiled step neither recompiles nor
+    synchronises with the host on it.
+
+    Box statistics are exact two-pass sums: the box mean from one matrix-vector product of the
+    maps with the weight, then the sum of squares of the centred ``t``, accurate for
+    ``|mean| >> std`` like the whole-map Welford pass (:class:`_InstanceStats`'), which gives
+    the whole-map statistics. Float16/bfloat16 inputs are accumulated in float32 and the
+    statistics returned in float32. Backward: the gradient reaching the view of ``x`` plus, per
+    map and region, ``t * c1 + weight * c0`` with ``c1 = grad_std / ((n - 1) std)`` and
+    ``c0 = grad_mean / n``, summed into one buffer (that of the view's gradient, a fresh one
+    from the restyling's backward, when it has the compute dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float, *regions: Tensor | None):  # noqa: D102
+        ctx.set_materialize_grads(False)
+        content_box = len(regions) == 2 and regions[0] is not None
+        acc = x.to(_compute_dtype(x.dtype))
+        dims, n_pos = tuple(range(2, x.dim())), x[0, 0].numel()
+        outputs, saved, centred_a = [], [], []
+        for weight in regions:
+            if weight is None:  # the whole map: one Welford pass
+                mean, var, _ = _moments(x)
+                std = (var * (n_pos / max(n_pos - 1, 1)) + eps).sqrt()
+                saved += [mean, std]
+            else:
+                count = weight.sum()  # n, a 0-d tensor (never read on the host)
+                mean = _masked_sums(acc, weight) / count
+                centred = torch.sub(acc, _per_map(mean, x.dim())).mul_(weight)  # 0 outside
+                var = torch.linalg.vector_norm(centred, dim=dims).square() / (count - 1).clamp(1)
+                std = (var + eps).sqrt()
+                saved += [centred, weight, count, std]
+                if content_box and not outputs:
+                    centred_a.append(centred)
+            outputs += [mean, std]
+        ctx.boxed = tuple(weight is not None for weight in regions)
+        ctx.n_pos = n_pos
+        ctx.save_for_backward(x, *saved)
+        ctx.mark_non_differentiable(*centred_a)
+        return (x.view_as(x), *outputs, *centred_a)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_x: Tensor | None, *grads: Tensor | None):  # noqa: D102
+        x, *saved = ctx.saved_tensors
+        dtype, d = _compute_dtype(x.dtype), x.dim()
+        rest, terms = iter(saved), []
+        stats = grads[: 2 * len(ctx.boxed)]
+        for boxed, grad_mean, grad_std in zip(ctx.boxed, stats[::2], stats[1::2], strict=True):
+            # d mean / d x_i = w_i / n;  d std / d x_i = w_i (x_i - mean) / ((n - 1) std)
+            if boxed:
+                centred, weight, count, std = (next(rest) for _ in range(4))
+                n, denom = count, (count - 1).clamp(1)
+            else:
+                (centred, std), weight = (next(rest), next(rest)), None  # centred: the mean
+                n, denom = ctx.n_pos, max(ctx.n_pos - 1, 1)
+            if grad_mean is None and grad_std is None:
+                continue
+            c1 = torch.zeros_like(std) if grad_std is None else grad_std / (denom * std)
+            c0 = torch.zeros_like(std) if grad_mean is None else grad_mean / n
+            terms.insert(len(terms) if boxed else 0, (centred, weight, c1, c0))
+        # the sum, in the compute dtype. grad_x is the fresh buffer _CropAffine's backward made
+        # for the private view of x (nothing else holds it): summed into in place if it has
+        # the compute dtype, else read once
+        grad = grad_x if grad_x is not None and grad_x.dtype == dtype else None
+        for centred, weight, c1, c0 in terms:
+            if weight is None:  # the whole map, first: (x - mean) * c1 + c0 (+ grad_x)
+                term = torch.sub(x, _per_map(centred.to(dtype), d))
+                term = _affine_values(term, c1, c0, out=term)
+                grad = term if grad_x is None else term.add_(grad_x)
+                continue
+            if grad is not None:
+                grad.addcmul_(centred, _per_map(c1, d))
+            elif grad_x is None:
+                grad = centred * _per_map(c1, d)
+            else:  # low precision grad_x + t * c1: the first term reads grad_x
+                grad = torch.addcmul(grad_x, centred, _per_map(c1, d))
+            grad.addcmul_(_per_map(c0, d), weight)
+        if grad is None:  # no statistic has a gradient
+            grad = grad_x
+        return None if grad is None else grad.to(x.dtype), None, *(None for _ in ctx.boxed)
+
+
+class _CropAffine(torch.autograd.Function):
+    """``a * (x - mean) + c`` per map inside a box, ``x`` outside; everywhere without a box.
+
+    ``forward(x, mean, a, c, weight, centred)``: ``mean``, ``a``, ``c`` ``(N, C)`` (float32 for
+    float16/bfloat16 ``x``); ``weight`` the box's 0/1 weight ``(1, 1, *spatial)`` and
+    ``centred = (x - mean) * weight`` (from :class:`_RegionStats`), or both None (no box). With
+    a box the result is ``x + (a - 1) * centred + (c - mean) * weight``: exactly ``x`` outside
+    the box and for ``a = 1, c = mean``, fixed shapes, no copy of a box and no masked select.
+    Without one it is ``x * a + (c - a * mean)`` (one pass). Computed in the terms' dtype and
+    rounded once to ``x``'s.
+
+    Backward: the per-map sums of ``g * centred`` and of ``g`` over the box (the gradients of
+    ``a``, ``c`` and ``mean``) and ``grad_x = g * a`` inside the box, ``g`` outside (a
+    ``lerp`` with the 0/1 weight: exact on both sides).
+    """
+
+    @staticmethod
+    def forward(  # noqa: D102
+        ctx,
+        x: Tensor,
+        mean: Tensor,
+        a: Tensor,
+        c: Tensor,
+        weight: Tensor | None,
+        centred: Tensor | None,
+    ):
+        d = x.dim()
+        if weight is None:
+            out = _affine_values(x, a, c - a * mean)
+        else:
+            out = torch.addcmul(x, centred, _per_map(a - 1, d))
+            out = out.addcmul_(_per_map(c - mean, d), weight).to(x.dtype)
+        ctx.save_for_backward(x, mean, a, weight, centred)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        x, mean, a, weight, centred = ctx.saved_tensors
+        if weight is None:
+            sum_gcx, sum_g = _map_sums(grad, x, mean)  # d loss / d a, d loss / d c
+            grad_x = _affine_values(grad, a, torch.zeros_like(a))
+        else:
+            acc = grad.to(weight.dtype)
+            sum_g = _masked_sums(acc, weight)
+            sum_gcx = _map_sums(acc, centred, torch.zeros_like(sum_g))[0]  # sum(g * centred)
+            grad_x = torch.mul(acc, _per_map(a, x.dim())).lerp_(acc, 1 - weight).to(x.dtype)
+        sum_gcx, sum_g = sum_gcx.to(a.dtype), sum_g.to(a.dtype)
+        return grad_x, -a * sum_g, sum_gcx, sum_g, None, None
 
 
 def _check_crossnorm_args(instances: int, crop: str, lam: float | None) -> None:
@@ -892,7 +1191,8 @@ class CrossNorm(StyleLayer):
     in ``eval()``, where the layer returns it unchanged; an empty input is returned unchanged
     (off) or as an empty copy (on), as ``nn.BatchNorm2d`` returns an empty output.
 
-    Randomness (pairing, boxes) comes from torch's global generator: seed it once per run
+    Randomness (pairing, boxes) comes from torch's global generator of the input's device
+    (``torch.manual_seed`` seeds the CPU's and every GPU's): seed it once per run
     (:func:`sncn.utils.seed_everything`). Which samples may be paired (``groups`` of
     :func:`crossnorm`) is set from outside with :func:`crossnorm_groups` (default: all together).
 

@@ -4,6 +4,7 @@ separation of labelled and unlabelled images, resume, and an end-to-end run on a
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -492,6 +493,28 @@ def test_grouped_partner_never_crosses_groups(pairing):
         assert torch.equal(partner[~moved], torch.nonzero(~moved).flatten())
     with pytest.raises(ValueError, match="integer"):
         grouped_partner(torch.zeros(3))
+
+
+@pytest.mark.parametrize("pairing", ["permutation", "derangement"])
+def test_grouped_partner_is_uniform_within_each_group(pairing):
+    # drawn for all groups at once (random keys, sorts): each group's pairing is distributed as
+    # random_partner's, a uniform permutation (4! and 3! of them) or a uniform pairing (3 of a
+    # group of four; a group of three: one of two 3-cycles)
+    groups = torch.tensor([1, 0, 1, -1, 0, 1, 0, 0])
+    members = {0: [1, 4, 6, 7], 1: [0, 2, 5]}
+    outcomes = {0: 24, 1: 6} if pairing == "permutation" else {0: 3, 1: 2}
+    g, n = torch.Generator().manual_seed(0), 3000
+    counts = {k: Counter() for k in members}
+    for _ in range(n):
+        partner = grouped_partner(groups, g, pairing)
+        assert partner[3] == 3 and torch.equal(groups[partner], groups)
+        for k, items in members.items():
+            counts[k][tuple(partner[items].tolist())] += 1
+    for k, count in counts.items():
+        assert len(count) == outcomes[k]
+        p = 1 / outcomes[k]
+        for c in count.values():  # 5 standard errors of a binomial frequency
+            assert abs(c / n - p) <= 5 * math.sqrt(p * (1 - p) / n)
 
 
 def two_regimes(n_l: int = 4, n_u: int = 6) -> torch.Tensor:

@@ -18,8 +18,10 @@ from torch import nn
 from sncn.layers import (
     BOX_SAMPLERS,
     CNSN,
+    CROP_MODES,
     CrossNorm,
     SelfNorm,
+    _batch_norm,
     activate_crossnorm,
     crossnorm,
     crossnorm_step,
@@ -313,6 +315,53 @@ def test_crossnorm_gradients(crop, instances):
     )
 
 
+@pytest.mark.parametrize("crop", CROP_MODES)
+@pytest.mark.parametrize("instances", [1, 2])
+def test_crossnorm_gradients_with_partial_mixing_and_groups(crop, instances):
+    # lam and groups change the (N, C) coefficients: a * (x - mu_A) + c with a = 1, c = mu_A for
+    # the sample left alone (group -1)
+    x = torch.randn(5, 2, 5, 5, dtype=torch.float64, generator=gen(), requires_grad=True)
+    groups = torch.tensor([0, 0, 1, 1, -1])
+
+    def run(t, lam=0.3):
+        return crossnorm(t, instances, crop, lam=lam, groups=groups, generator=gen(1))
+
+    assert torch.autograd.gradcheck(run, (x,))
+    assert torch.equal(run(x, None)[4], x[4])  # left alone: exactly unchanged, box or not
+    torch.testing.assert_close(run(x)[4], x[4], rtol=1e-14, atol=1e-14)  # lam: a, c rounded
+
+
+@pytest.mark.parametrize("box", BOX_SAMPLERS)
+@pytest.mark.parametrize("crop", ["content", "both"])
+def test_crossnorm_restyles_the_box_sample_box_draws(crop, box):
+    # the boxes are drawn as tensors and never read back; with a generator in the same state,
+    # sample_box (after the pairing) returns the content box crossnorm restyled
+    x = torch.randn(4, 3, 16, 16, generator=gen()) * 2 + torch.randn(4, 3, 1, 1) * 3
+    for seed in range(8):
+        out = crossnorm(x, crop=crop, box=box, generator=gen(seed))
+        g = gen(seed)
+        random_partner(4, g)
+        assert box_of_change(x, out) == sample_box((16, 16), 1.0, 0.1, g, box)
+
+
+@pytest.mark.parametrize("crop", ["style", "content", "both"])
+def test_crossnorm_crop_accurate_at_a_large_offset(crop):
+    # box statistics at mean 1e4, std 1 in float32: errors of a few roundings of the offset
+    # (u |mu| / sigma = 6e-4; the old per-box Welford code: 6e-4 to 9e-4 here), where the
+    # one-pass sum of squares would lose the variance (error of order one)
+    x = (torch.randn(4, 8, 16, 16, generator=gen(), dtype=torch.float64) + 1e4).float()
+    grad = torch.randn(4, 8, 16, 16, generator=gen(1), dtype=torch.float64)
+    low, ref = x.clone().requires_grad_(), x.double().requires_grad_()
+    out = crossnorm(low, crop=crop, generator=gen(2))
+    out.backward(grad.float())
+    expected = crossnorm(ref, crop=crop, generator=gen(2))
+    expected.backward(grad)
+    tol = 8 * 2.0**-24 * (1 + 1e4)
+    spread = (expected - expected.mean((2, 3), keepdim=True)).detach().norm()
+    assert float((out.detach().double() - expected.detach()).norm() / spread) < tol
+    assert rel_err(low.grad, ref.grad) < tol
+
+
 @pytest.mark.parametrize("crop", ["neither", "style", "content", "both"])
 def test_crossnorm_is_seeded(crop):
     x = torch.randn(8, 4, 12, 12, generator=gen())
@@ -326,6 +375,113 @@ def test_crossnorm_is_seeded(crop):
     c = layer(x)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def dynamo_graphs() -> int:
+    """How many graphs dynamo has compiled in this process."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+#: Dynamo settings of the compile tests: ``autograd.grad`` (in the backward of the fused layers,
+#: SelfNorm's and uncropped CrossNorm's) is traced where the installed torch can.
+TRACE_GRAD = (
+    {"trace_autograd_ops": True} if hasattr(torch._dynamo.config, "trace_autograd_ops") else {}
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "autocast-bf16"])
+def test_compiled_crossnorm_is_one_graph_whatever_the_boxes(autocast):
+    # Fixed shapes: boxes drawn as tensors and applied as weights, so a compiled step is traced
+    # once (one graph: no value read on the host) and never recompiled, while every call draws
+    # new boxes
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(4, 3, 12, 12, generator=gen())
+    for crop in CROP_MODES:
+        torch._dynamo.reset()
+
+        def step(t, crop=crop):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return crossnorm(conv(t), crop=crop)
+
+        # without TRACE_GRAD, "neither" and "style" (SelfNorm's fused layer) break once
+        fullgraph = bool(TRACE_GRAD) or crop in ("content", "both")
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=fullgraph)
+        with torch._dynamo.config.patch(**TRACE_GRAD):
+            torch.manual_seed(0)
+            first = compiled(x)
+        graphs, boxes = dynamo_graphs(), set()
+        with torch._dynamo.config.patch(error_on_recompile=True, **TRACE_GRAD):
+            for seed in range(1, 6):
+                torch.manual_seed(seed)
+                out = compiled(x)
+                out.float().square().mean().backward()
+                torch.manual_seed(seed)
+                torch.testing.assert_close(out, step(x), rtol=0, atol=0)  # the eager draws
+                if crop in ("content", "both"):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                        h = conv(x)
+                    rows, cols = box_of_change(h, out)
+                    boxes.add((rows.start, rows.stop, cols.start, cols.stop))
+        assert dynamo_graphs() == graphs
+        assert first.dtype == (torch.bfloat16 if autocast else torch.float32)
+        assert torch.isfinite(conv.weight.grad).all()
+        assert crop not in ("content", "both") or len(boxes) > 1
+
+
+@pytest.mark.slow
+def test_compiled_selfnorm_and_masked_layers_are_one_graph():
+    # SelfNorm (momentum None: the cumulative average's factor is a tensor) and the masked
+    # layers of padded sequences (the mask is only checked in eager mode) read no value on the
+    # host either
+    if not TRACE_GRAD:
+        pytest.skip("this torch cannot trace the fused layers' autograd.grad")
+    x, mask, _ = padded_batch()
+    x.requires_grad_()
+    sn, unit = SelfNorm(6, momentum=None), CNSN(6)
+    unit.crossnorm.active = True
+    with torch._dynamo.config.patch(**TRACE_GRAD):
+        for run in (lambda t: sn(t), lambda t: sn(t, mask), lambda t: unit(t, mask)):
+            torch._dynamo.reset()
+            before = dynamo_graphs()
+            compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+            compiled(x)
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                for _ in range(3):
+                    compiled(x).sum().backward()
+            assert dynamo_graphs() == before + 1
+            assert torch.isfinite(x.grad).all()
+        assert int(sn.g_bn.num_batches_tracked) == 8  # two runs of four calls
+        empty = mask.clone()
+        empty[1] = False  # compiled, unchecked: a sample without a real position is unchanged
+        torch._dynamo.reset()
+        masked = torch.compile(lambda t, m: sn(t, m), backend="aot_eager", fullgraph=True)
+        out = masked(x, empty)
+    assert torch.isfinite(out).all() and torch.equal(out[1], x[1])
+
+
+def test_selfnorm_cumulative_average_matches_batchnorm():
+    # momentum None: running statistics are the average over the batches, as nn.BatchNorm1d's
+    for dtype in (torch.float32, torch.float64):
+        bn = nn.BatchNorm1d(5, momentum=None).to(dtype)
+        ref = copy.deepcopy(bn)
+        for step in range(4):
+            z = torch.randn(8, 5, generator=gen(step), dtype=dtype).mul(3).add(1)
+            z_ref = z.detach().clone().requires_grad_()
+            out, expected = _batch_norm(bn, z.requires_grad_()), ref(z_ref)
+            torch.testing.assert_close(out, expected)
+            out.square().sum().backward()  # the running statistics are not saved for it
+            expected.square().sum().backward()
+            torch.testing.assert_close(z.grad, z_ref.grad)
+        torch.testing.assert_close(bn.running_mean, ref.running_mean)
+        torch.testing.assert_close(bn.running_var, ref.running_var)
+        assert int(bn.num_batches_tracked) == 4
+    sn = SelfNorm(3, momentum=None)
+    x = torch.randn(4, 3, 5, 5, generator=gen(), requires_grad=True)
+    sn(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and int(sn.g_bn.num_batches_tracked) == 1
 
 
 def test_crossnorm_is_identity_unless_training_and_active():
@@ -685,6 +841,32 @@ def test_sample_box_paper_is_square_and_ratio_uniform_for_beta_one():
     # uniform on [0.1, 1] (up to the ceil to whole pixels): mean 0.55, quartiles 0.325 / 0.775
     assert abs(ratios.mean() - 0.55) < 0.03
     assert abs(ratios.quantile(0.25) - 0.325) < 0.04
+
+
+def paper_box(size: tuple[int, ...], beta: float, threshold: float, rng) -> tuple[int, ...]:
+    """The paper's box from its definition (numpy): ratio t + (1 - t) Beta, ceil sides, a corner
+    uniform over the positions where the box fits. Returns (sides..., starts...)."""
+    ratio = threshold + (1 - threshold) * rng.beta(beta, beta)
+    sides = [min(s, max(1, math.ceil(s * ratio ** (1 / len(size))))) for s in size]
+    starts = [int(rng.integers(0, s - side + 1)) for s, side in zip(size, sides, strict=True)]
+    return (*sides, *starts)
+
+
+@pytest.mark.parametrize("size, beta", [((32, 32), 1.0), ((7, 12), 1.0), ((16, 16), 0.5)])
+def test_sample_box_paper_distribution(size, beta):
+    # the corner is floor(u * positions), u ~ U[0, 1): the same distribution as an integer draw
+    n = 4000
+    rng, g = np.random.default_rng(sum(size)), gen(sum(size))
+    ref = [paper_box(size, beta, 0.1, rng) for _ in range(n)]
+    ours = []
+    for _ in range(n):
+        rows, cols = sample_box(size, beta, 0.1, g, box="paper")
+        ours.append((rows.stop - rows.start, cols.stop - cols.start, rows.start, cols.start))
+    assert_same_distribution([o[:2] for o in ours], [r[:2] for r in ref])
+    assert_same_distribution([o[2] for o in ours], [r[2] for r in ref])
+    assert_same_distribution([o[3] for o in ours], [r[3] for r in ref])
+    assert_same_distribution([o[:2] + (o[2] * 2 > o[0],) for o in ours],
+                             [r[:2] + (r[2] * 2 > r[0],) for r in ref])  # fmt: skip
 
 
 def test_sample_box_one_dimensional():
