@@ -1149,6 +1149,12 @@ def _check_crossnorm_args(instances: int, crop: str, lam: float | None) -> None:
         raise ValueError(f"lam must be in [0, 1] or None, got {lam}.")
 
 
+def _traced() -> bool:
+    """Whether ``torch.compile`` is tracing the current call (then a style layer's switch is
+    read as a tensor, :class:`StyleLayer`)."""
+    return torch.compiler.is_compiling()
+
+
 class StyleLayer(nn.Module):
     """Base of stochastic, train-only style layers switched from outside (CrossNorm and peers).
 
@@ -1156,11 +1162,35 @@ class StyleLayer(nn.Module):
     the layer itself; the layer is the identity unless ``self.training and self.active``.
     Subclasses implement :meth:`transform`, and :meth:`check_input`, which runs at every forward,
     on or off, so that an input the layer would reject when on is rejected from the first step.
+
+    The switch is kept twice: as the Python bool ``active`` and as ``switch``, a 0-d bool buffer
+    on the layer's device (not in the state dict), replaced by a new one when ``active`` changes
+    (a device-side fill: no host synchronisation; a new tensor, so that a backward still to run
+    finds the switch its forward saw). Run eagerly, the layer reads ``active`` and restyles only
+    when on. Traced by ``torch.compile``, it reads ``switch``: it restyles at every training
+    forward and returns ``torch.where(switch, restyled, x)``, so every on/off pattern of a
+    model's units runs the same graph (a Python attribute would be a guard, and each pattern a
+    recompilation). That costs a restyling of every unit per step where eager mode restyles
+    the ``active_num`` chosen ones, and each unit draws its pairing and boxes at every step: a
+    compiled run draws other random numbers than an eager one (the same distributions).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.active = False
+        self.register_buffer("switch", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._active = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the layer is switched on (see the class docstring)."""
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        value = bool(value)
+        if value != self._active:  # a new tensor: a backward pending may have saved the old one
+            self.switch = torch.full_like(self.switch, value)
+        self._active = value
 
     def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
         """Raise a ValueError for an input :meth:`transform` would reject (cheap: no data read)."""
@@ -1174,9 +1204,11 @@ class StyleLayer(nn.Module):
         :meth:`check_input` runs in every case.
         """
         self.check_input(x, mask)
-        if self.training and self.active:
-            return self.transform(x, mask)
-        return x
+        if not self.training:
+            return x
+        if _traced():  # the tensor switch: one graph for every on/off pattern
+            return torch.where(self.switch, self.transform(x, mask), x)
+        return self.transform(x, mask) if self.active else x
 
 
 class CrossNorm(StyleLayer):

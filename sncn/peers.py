@@ -56,10 +56,10 @@ class _Peer(StyleLayer):
 
         The input is checked in every case (:meth:`check_input`), as for CrossNorm.
         """
+        if self.switched:  # StyleLayer's switch (a tensor when compiled)
+            return super().forward(x, mask)
         self.check_input(x, mask)
-        if self.training and (self.active or not self.switched):
-            return self.transform(x, mask)
-        return x
+        return self.transform(x, mask) if self.training else x
 
     def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
         """Raise a ValueError unless ``x`` is a floating-point ``(N, C, ...)`` feature tensor with

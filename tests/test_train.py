@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sncn.layers import CNSN, CrossNorm, style_layers
+from sncn.layers import CNSN, CROP_MODES, CrossNorm, style_layers
 from sncn.train import (
     AugMixTrainer,
     ConsistencyTrainer,
@@ -283,53 +283,81 @@ def test_read_logs_gives_what_float_gives_and_keeps_numbers():
     assert all(type(v) is float for v in logs["loss"])
 
 
-def test_compiled_training_recompiles_for_no_crossnorm_state(monkeypatch):
-    """CrossNorm off, or on in either unit, cropped or not: after one step of each state nothing
-    compiles again (the style layers run outside the graph), the numbers are the eager ones
-    (backend "eager": the captured graphs run op by op), and state dicts keep their keys."""
+@pytest.mark.slow
+@pytest.mark.parametrize("crop", CROP_MODES)
+def test_compiled_training_is_one_graph_for_every_switch_pattern(monkeypatch, crop):
+    """CrossNorm off, or on in either unit, in each crop mode: the style layers are inside the
+    compiled graph and read their switch as a tensor, so after the first step nothing compiles
+    again and no graph breaks; the numbers are those of the eager model run as traced (every
+    unit restyles and the switch selects: the same random draws), and the switches end off."""
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
-    torch.manual_seed(0)
-    reference = tiny_net()
-    torch.manual_seed(0)
-    model = tiny_net()  # one unit crops ("both"), the other does not
+    import sncn.layers
+    import sncn.train.base
+
+    def net() -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), CNSN(8, crop=crop), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, stride=2), CNSN(8, crop=crop),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+        )  # fmt: skip
+
+    reference, model = net(), net()
     keys = list(model.state_dict())
     eager = Trainer(reference, sgd(reference, 0.05), active_num=1)
-    trainer = Trainer(model, sgd(model, 0.05), active_num=1, compile={"backend": "eager"})
-    on = []  # the units of `model` that restyled, step by step
-    transform = CrossNorm.transform
-
-    def recording(layer, x, mask=None):
-        on[-1].add(id(layer))
-        return transform(layer, x, mask)
-
-    monkeypatch.setattr(CrossNorm, "transform", recording)
+    trainer = Trainer(model, sgd(model, 0.05), active_num=1, compile={"backend": "aot_eager"})
+    monkeypatch.setattr(sncn.layers, "_traced", lambda: True)  # the eager model as traced
+    torch._dynamo.reset()
+    counters.clear()
+    on = []  # which units of `model` were on, step by step
     x, y = toy_data(16)
 
     def step(cn_prob: float) -> None:
         trainer.cn_prob = eager.cn_prob = cn_prob
-        seed = torch.randint(1000, ())
-        on.append(set())
-        torch.manual_seed(seed)  # the same CrossNorm draws for both
+        seed = int(torch.randint(1000, ()))
+        torch.manual_seed(seed)  # the same switch and CrossNorm draws for both
         ours = trainer.update((x, y))
         torch.manual_seed(seed)
         theirs = eager.update((x, y))
-        on[-1] &= {id(m) for _, m in style_layers(model)}
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5, abs=1e-6)
 
+    switch = sncn.train.base.crossnorm_step
+
+    @contextlib.contextmanager
+    def recording(net, *args):  # the units each step of `model` switched on
+        with switch(net, *args) as names:
+            if net is model:
+                on.append(tuple(names))
+            yield names
+
+    monkeypatch.setattr(sncn.train.base, "crossnorm_step", recording)
     torch.manual_seed(1)
     step(0.0)
-    while len(set().union(*on)) < 2 and len(on) < 12:  # each unit on once
-        step(1.0)
-    assert on[0] == set() and len(set().union(*on)) == 2
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    for _ in range(6):
-        step(0.5)
-    assert {len(units) for units in on[-6:]} == {0, 1}  # off and on among them
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        while len(set(on)) < 3 and len(on) < 24:  # until off and each unit alone have run
+            step(0.6)
+    assert set(on) == {(), ("1.crossnorm",), ("4.crossnorm",)}
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert list(model.state_dict()) == keys
-    assert not any(layer.active for _, layer in style_layers(model))
-    copied = copy.deepcopy(model)  # style layers of a copy run the copy's own forward
-    assert all(layer.forward.module is layer for _, layer in style_layers(copied))
+    assert not any(layer.active or layer.switch for _, layer in style_layers(model))
+    for (_, a), (_, b) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_switch_is_a_new_tensor_on_the_layer_device_when_it_changes():
+    # a pending backward keeps the switch its forward saw; state dicts do not hold it
+    layer = CrossNorm(4)
+    first = layer.switch
+    layer.active = True
+    assert layer.switch is not first and bool(layer.switch) and not bool(first)
+    same = layer.switch
+    layer.active = True
+    assert layer.switch is same  # unchanged: nothing written
+    assert "switch" not in layer.state_dict() and layer.switch.dtype == torch.bool
+    layer.to(torch.float64).active = False
+    assert layer.switch.dtype == torch.bool and not bool(layer.switch)
 
 
 @pytest.mark.gpu

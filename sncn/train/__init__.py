@@ -2,7 +2,7 @@
 
 from sncn.train.base import (
     Trainer,
-    compile_outside_style_layers,
+    compile_model,
     cosine_schedule,
     jsd_consistency,
     sgd,
@@ -20,7 +20,7 @@ __all__ = [
     "ImageCrossNormAugMixTrainer",
     "ModelEMA",
     "Trainer",
-    "compile_outside_style_layers",
+    "compile_model",
     "cosine_schedule",
     "epoch_seed",
     "fit",

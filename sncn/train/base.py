@@ -7,20 +7,20 @@ mixed precision and the CrossNorm switch. Notebooks and :func:`sncn.train.fit` o
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sncn.layers import crossnorm_step, style_layers
+from sncn.layers import crossnorm_step
 
 __all__ = [
     "Trainer",
-    "compile_outside_style_layers",
+    "compile_model",
+    "traced_autograd",
     "cosine_schedule",
     "jsd_consistency",
     "sgd",
@@ -96,58 +96,35 @@ def _number(value: Tensor | float) -> float:
     return float(value.detach()) if isinstance(value, Tensor) else value
 
 
-@functools.cache
-def _outside_graph() -> Callable[..., Any]:
-    """``type(module).forward(module, ...)``, which torch.compile runs eagerly (built on first
-    use: importing ``torch._dynamo`` takes seconds)."""
+def compile_model(model: nn.Module, options: bool | Mapping[str, Any] = True) -> nn.Module:
+    """``torch.compile(model)`` with its style layers inside the graph.
 
-    def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        return type(module).forward(module, *args, **kwargs)
-
-    return torch.compiler.disable(forward)
-
-
-class _Eager:
-    """A module's own ``forward``, run outside torch.compile's graphs.
-
-    Set as a module's instance attribute ``forward``; copies and pickles of the model rebind it
-    to their own module (``__reduce__``).
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.forward = _outside_graph()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(self.module, *args, **kwargs)
-
-    def __reduce__(self) -> tuple:
-        return _Eager, (self.module,)
-
-
-def compile_outside_style_layers(
-    model: nn.Module, options: bool | Mapping[str, Any] = True
-) -> nn.Module:
-    """``torch.compile(model)`` with the style layers (CrossNorm and peers) left out of the graph.
-
-    A style layer is switched on and off from outside by a Python attribute and draws its
-    pairing and crop boxes on the host (:mod:`sncn.layers`); traced, each on/off pattern and
-    each box size would be a recompilation. Here each style layer's ``forward`` is run eagerly
-    between the compiled parts (the instance's ``forward`` is replaced by one that
-    ``torch.compiler.disable`` keeps out; parameters, buffers and state-dict keys are unchanged,
-    and the model called directly behaves as before).
+    SelfNorm and CrossNorm read no value on the host and keep their shapes whatever their
+    crop boxes (:mod:`sncn.layers`), and a style layer traced by ``torch.compile`` reads its
+    switch as a tensor (:class:`sncn.layers.StyleLayer`): one graph serves every on/off pattern
+    of the units, so switching them per step never recompiles. Call the compiled module inside
+    :func:`traced_autograd` so that the fused layers' backward (``torch.autograd.grad`` on
+    their small coefficient graph) is traced too rather than broken out of the graph.
 
     Args:
-        model: the network (modified in place as said; DDP wrappers are fine).
+        model: the network (DDP wrappers are fine); parameters, buffers and state-dict keys are
+            unchanged, and the model called directly behaves as before.
         options: True, or keyword arguments of ``torch.compile`` (``backend``, ``mode``, ...).
 
     Returns:
         The compiled module (calling it trains and evaluates ``model``'s parameters).
     """
-    for _, layer in style_layers(unwrap(model)):
-        if not isinstance(layer.__dict__.get("forward"), _Eager):
-            layer.forward = _Eager(layer)
     return torch.compile(model, **({} if options is True else dict(options)))
+
+
+def traced_autograd() -> contextlib.AbstractContextManager:
+    """Dynamo set to trace ``torch.autograd.grad`` inside autograd functions (the fused layers'
+    backward), where the installed torch can (``trace_autograd_ops``); else nothing changes."""
+    import torch._dynamo
+
+    if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
+        return contextlib.nullcontext()
+    return torch._dynamo.config.patch(trace_autograd_ops=True)
 
 
 class Trainer:
@@ -180,9 +157,10 @@ class Trainer:
             keyword arguments such as ``{"backend": "aot_eager"}`` or ``{"mode":
             "max-autotune-no-cudagraphs"}``); forward and backward are compiled, the loss and
             the optimiser step run eagerly, :meth:`predict` runs the model eagerly. The style
-            layers (CrossNorm and peers, :func:`sncn.layers.style_layers`) are kept out of the
-            compiled graphs, so switching them on and off, and their crops of varying size,
-            never recompile (:func:`compile_outside_style_layers`). State dicts are unchanged.
+            layers are in the graph and read their switch as a tensor, so switching them on
+            and off never recompiles (:func:`compile_model`); compiled, every CrossNorm unit
+            restyles at every step and the switch selects, which costs more per step than the
+            eager layers and draws other random numbers. State dicts are unchanged.
     """
 
     def __init__(
@@ -218,7 +196,7 @@ class Trainer:
         self.step = 0
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.compiled = None if compile is False else compile_outside_style_layers(model, compile)
+        self.compiled = None if compile is False else compile_model(model, compile)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -243,9 +221,12 @@ class Trainer:
     def forward_cn(self, x: Tensor, on: bool) -> Tensor:
         """Model output with ``active_num`` CrossNorm units on (``on``) or none (the compiled
         model when ``compile``)."""
-        forward = self.model if self.compiled is None else self.compiled
-        with crossnorm_step(self.model, 1.0 if on else 0.0, self.active_num, self.generator):
-            return forward(x)
+        switch = crossnorm_step(self.model, 1.0 if on else 0.0, self.active_num, self.generator)
+        if self.compiled is None:
+            with switch:
+                return self.model(x)
+        with switch, traced_autograd():
+            return self.compiled(x)
 
     # -- the interface ---------------------------------------------------------------------------
 
