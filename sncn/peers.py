@@ -26,6 +26,7 @@ from sncn.layers import (
     StyleLayer,
     _check_features,
     _check_mask,
+    _traced,
     instance_stats,
     random_partner,
 )
@@ -74,9 +75,12 @@ class _Peer(StyleLayer):
         if mask is not None:
             _check_mask(mask, x)
             raise ValueError(f"{type(self).__name__} does not support padding masks.")
-        if x.shape[0] < 2 or not self._fires():
+        if x.shape[0] < 2:
             return x
-        return self.perturb(x)
+        if _traced():  # the draw stays a tensor: one graph whether it fires or not
+            fires = torch.rand((), device=x.device) < self.p
+            return torch.where(fires, self.perturb(x), x)
+        return self.perturb(x) if self._fires() else x
 
     def perturb(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

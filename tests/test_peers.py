@@ -337,3 +337,32 @@ def test_peers_check_their_input_when_off_too(peer):
             layer(torch.randn(2, 3, 5, 5))
         with pytest.raises(ValueError, match="floating-point"):
             layer(torch.zeros(2, 4, 5, 5, dtype=torch.long))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer", sorted(PEERS))
+def test_compiled_peers_are_one_graph_whatever_is_switched_and_drawn(peer):
+    # traced, the peers' switch and their "fires with probability p" draw stay tensors: one
+    # graph, no break, no recompilation over steps that switch units on and off
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from sncn.train import Trainer, sgd
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1), PEERS[peer](4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), PEERS[peer](4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )  # fmt: skip
+    trainer = Trainer(model, sgd(model, 0.05), cn_prob=0.6, compile={"backend": "aot_eager"})
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = batch(), torch.arange(6) % 4
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.update((x, y))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(5):
+            assert torch.isfinite(torch.tensor(trainer.update((x, y))["loss"]))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not any(layer.active for _, layer in style_layers(model))
