@@ -77,9 +77,9 @@ def bn_eval(sd: dict[str, Tensor], x: Tensor, prefix: str, eps: float = 1e-5) ->
     )
 
 
-def fake_cifar(monkeypatch, c_folder: Path) -> None:
+def fake_cifar(monkeypatch, c_folder: Path) -> list[str]:
     """20 random 8 x 8 'CIFAR' images per split, and a CIFAR-C folder of 10 per severity, for
-    :func:`sncn.experiments.cifar_c.run`."""
+    :func:`sncn.experiments.cifar_c.run`; returns the devices the CIFAR-C was asked for on."""
     from sncn.experiments import cifar_c
 
     rng = np.random.default_rng(0)
@@ -91,7 +91,11 @@ def fake_cifar(monkeypatch, c_folder: Path) -> None:
         np.save(c_folder / f"{name}.npy", np.concatenate([images[:10]] * 5))
     np.save(c_folder / "labels.npy", np.concatenate([labels[:10]] * 5))
 
-    def corrupted_test_set(dataset, n_test, root=None, seed=0):
+    devices = []
+
+    def corrupted_test_set(dataset, n_test, root=None, seed=0, device="cpu"):
+        devices.append(str(device))
         return c_folder, cifar_c.corrupted_test_data(dataset, n_test, root, seed)["cifar_c"]
 
     monkeypatch.setattr(cifar_c, "corrupted_test_set", corrupted_test_set)
+    return devices

@@ -117,7 +117,7 @@ def test_the_cifar_trainer_is_float32_on_the_cpu_and_compiles_on_request():
 
 
 def test_compile_reaches_the_trainer_and_params_but_not_the_run_name(tmp_path, monkeypatch):
-    fake_cifar(monkeypatch, tmp_path / "c")
+    made_on = fake_cifar(monkeypatch, tmp_path / "c")
     asked = []
     build = cifar_c.build_trainer
 
@@ -134,6 +134,7 @@ def test_compile_reaches_the_trainer_and_params_but_not_the_run_name(tmp_path, m
     (folder,) = (tmp_path / "out" / "runs").iterdir()
     params = json.loads((folder / "params.json").read_text())
     assert asked == [{"mode": "default"}] and params["compile"] == {"mode": "default"}
+    assert made_on == ["cpu"]  # the CIFAR-C is made on the training device
     assert cifar_c.run("cifar10", "wrn", "basic", tmp_path / "out", **budget) == first  # read back
     assert asked == [{"mode": "default"}]
 

@@ -112,7 +112,11 @@ def independent_cells(n_test: int | None, n_images: int) -> bool:
 
 
 def corrupted_test_set(
-    dataset: str, n_test: int | None, root: str | os.PathLike | None = None, seed: int = 0
+    dataset: str,
+    n_test: int | None,
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> tuple[Path, str]:
     """The CIFAR-C folder to evaluate on: the real one if present, else one generated here.
 
@@ -123,7 +127,10 @@ def corrupted_test_set(
     :func:`sncn.corruptions.make_c` writes, for each corruption and severity, the corruption of
     its own ``n_test`` test images (:func:`cell_subsets`; all 10,000 for each when ``n_test`` is
     None) into ``<cache>/<name>-n<n_test>-cells-seed<seed>`` (``-all-seed<seed>``) in the cache
-    folder (:func:`sncn.data.cache_root`) once, and later calls reuse it.
+    folder (:func:`sncn.data.cache_root`) once, and later calls reuse it. The corruptions are
+    computed on ``device`` (the training device in :func:`run`: on a GPU all 750,000 images in
+    seconds); their random numbers are drawn on the CPU either way, so another device changes at
+    most the rounding of a few pixels (float arithmetic), not the draws.
 
     Returns:
         ``(folder, source)`` with source ``"official"`` or ``"generated"``.
@@ -138,7 +145,8 @@ def corrupted_test_set(
     else:
         cells, name = None, f"{_C_FOLDER[dataset]}-all-seed{seed}"
     folder = cache_root(root) / name
-    make_c(images, labels, folder, table="cifar", seed=seed, progress=False, cells=cells)
+    make_c(images, labels, folder, table="cifar", seed=seed, progress=False, cells=cells,
+           device=device)  # fmt: skip
     return folder, "generated"
 
 
@@ -193,16 +201,16 @@ def wrong_predictions(
     Returns:
         A boolean array ``(N,)``, True where the prediction is wrong.
     """
-    wrong = []
+    wrong = []  # on the device, read once at the end: no host wait between batches
     loader = ArrayLoader(images, labels, batch_size, device=trainer.device,
                          transform=partial(normalize, mean=mean, std=std))  # fmt: skip
     for x, y in loader:
         predictions = trainer.predict(x)
         predictions = predictions.argmax(dim=1) if predictions.ndim == 2 else predictions
-        wrong.append((predictions != y).cpu().numpy())
+        wrong.append(predictions != y)
     if not wrong:
         raise ValueError("no test images")
-    return np.concatenate(wrong)
+    return torch.cat(wrong).cpu().numpy()
 
 
 def evaluate_error(
@@ -493,7 +501,7 @@ def run(
         dev = resolve_device(device)
         train_x, train_y = subset(*load_cifar(dataset, "train", root), train_subset or None, seed)
         test_x, test_y = load_cifar(dataset, "test", root)  # clean error: every test image
-        c_folder, source = corrupted_test_set(dataset, test_subset or None, root)
+        c_folder, source = corrupted_test_set(dataset, test_subset or None, root, device=dev)
         if source != data["cifar_c"]:
             raise RuntimeError(f"{dataset}: CIFAR-C changed while the run was set up; run again.")
 

@@ -189,7 +189,7 @@ def run(
         )
         all_x, all_y = load_cifar("cifar10", "test", root)  # the final clean error: all of them
         test_x, test_y = subset(all_x, all_y, test_subset or None, 0)  # per-epoch checks
-        c_folder, source = corrupted_test_set("cifar10", test_subset or None, root)
+        c_folder, source = corrupted_test_set("cifar10", test_subset or None, root, device=dev)
         if source != data["cifar_c"]:
             raise RuntimeError("CIFAR-10-C changed while the run was set up; run again.")
 
