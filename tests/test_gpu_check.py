@@ -31,6 +31,7 @@ def test_every_stage_runs_at_toy_scale_on_the_cpu(tmp_path):
     assert all(f"| {m} | no |" in text for m in ("basic", "sn", "cn", "sncn"))
     assert "## 4. Paper-profile" in text and "| cifar10 | wrn | basic | 1 |" in text
     assert "Table 1: Basic" in text  # the paper's column beside ours
+    assert "CIFAR-10-C (generated) made on cpu" in text and " evaluation (150 corrupted" in text
     assert (paper / "tables" / "table1_gpu_check.md").is_file()
     assert text.rstrip().endswith("budget.")
 
