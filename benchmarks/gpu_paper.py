@@ -163,10 +163,12 @@ def layer_timings(device: torch.device, rounds: int, shapes: dict[str, tuple[int
 
 
 def step_timer(
-    method: str, device: torch.device, batch: int, compile_model: bool, model_kwargs: dict
+    method: str, device: torch.device, batch: int, compile_model: bool | str, model_kwargs: dict
 ) -> Callable[[], None]:
     """One training step of WRN-40-2 under ``method``'s released settings on a fixed batch, as
-    the paper profile trains it (:func:`sncn.experiments.cifar_c.build_trainer`)."""
+    the paper profile trains it (:func:`sncn.experiments.cifar_c.build_trainer`);
+    ``compile_model``: False, or a ``torch.compile`` mode (``"default"``, ``"reduce-overhead"``:
+    CUDA graphs, ``"max-autotune"``, ...)."""
     from sncn.experiments.cifar_c import build_trainer
     from sncn.hparams import cifar_setting
     from sncn.models import create_model
@@ -174,7 +176,7 @@ def step_timer(
     setting = cifar_setting("cifar10", "wrn", method)
     torch.manual_seed(0)
     model = create_model("wrn", num_classes=10, **setting["model"], **model_kwargs)
-    trainer = build_trainer(setting, model, 10_000, device, compile=compile_model)
+    trainer = build_trainer(setting, model, 10_000, device, compile=compile_options(compile_model))
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, device=device, generator=g)
     y = torch.randint(0, 10, (batch,), device=device, generator=g)
@@ -186,11 +188,13 @@ def step_timer(
 
 
 def step_timings(
-    device: torch.device, methods: Sequence[str], compiled: Sequence[bool], steps: int, batch: int,
+    device: torch.device, methods: Sequence[str], compiled: Sequence[bool | str], steps: int,
+    batch: int,
     model_kwargs: dict, clock: Clock,
 ) -> tuple[str, dict[tuple[str, bool], float]]:  # fmt: skip
-    """Images/s of the training step per method (and compiled or not); the section and rates."""
-    rates: dict[tuple[str, bool], float] = {}
+    """Images/s of the training step per method and compile mode (False: eager); the section
+    and the rates."""
+    rates: dict[tuple[str, bool | str], float] = {}
     for method in methods:
         for compile_model in compiled:
             if clock.left() < 60:
@@ -213,10 +217,18 @@ def step_timings(
     ]
     for (method, compile_model), rate in rates.items():
         projected = 100 * TRAIN_IMAGES / rate
-        lines.append(f"| {method} | {'yes' if compile_model else 'no'} | {rate:,.0f} | "
+        lines.append(f"| {method} | {compile_model or 'no'} | {rate:,.0f} | "
                      f"{_minutes(projected)} |")  # fmt: skip
     lines += ["", "Target: a 100-epoch SNCN (crop both) run in at most 10 minutes; aim for 2."]
     return "\n".join(lines), rates
+
+
+def compile_options(mode: bool | str) -> bool | dict[str, str]:
+    """``Trainer(compile=...)`` for a compile mode: False (eager), True or ``"default"``, or
+    another ``torch.compile`` mode."""
+    if isinstance(mode, bool):
+        return mode
+    return True if mode == "default" else {"mode": mode}
 
 
 def _minutes(seconds: float) -> str:
@@ -230,7 +242,7 @@ def _minutes(seconds: float) -> str:
 
 def paper_runs(
     device: torch.device, methods: Sequence[str], rates: dict[tuple[str, bool], float],
-    clock: Clock, results_dir: Path, smoke: bool, compile_model: bool = False,
+    clock: Clock, results_dir: Path, smoke: bool, compile_model: bool | str = False,
 ) -> str:  # fmt: skip
     """Train the methods in order while the projected time fits; write their Table 1 cells."""
     from sncn import results
@@ -253,7 +265,8 @@ def paper_runs(
             continue
         started = time.monotonic()
         metrics = cifar_c.run("cifar10", "wrn", method, results_dir, seed=0, device=str(device),
-                              progress=False, compile=compile_model, **budget)  # fmt: skip
+                              progress=False, compile=compile_options(compile_model),
+                              **budget)  # fmt: skip
         print(f"{method}: clean {metrics['clean_error']:.2f}, mCE {metrics['mce']:.2f} in "
               f"{_minutes(time.monotonic() - started)}", flush=True)  # fmt: skip
         runs.append(("cifar10", "wrn", method, [metrics]))
@@ -288,8 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=570, help="wall-time budget in seconds")
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="stage 4, in order")
-    parser.add_argument("--compile", action="store_true",
-                        help="stage 3: also time torch.compile; 4: train compiled")  # fmt: skip
+    parser.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                        help="stage 3: also time the step through torch.compile in MODE "
+                             "(default; reduce-overhead: CUDA graphs; max-autotune); stage 4: "
+                             "train compiled")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="toy scale, any device (the tests run it on the CPU)")  # fmt: skip
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
@@ -311,15 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = Clock(args.budget)
     report = Report(args.out, device)
     small = {"depth": 10, "widen_factor": 1} if args.smoke else {}
-    rates: dict[tuple[str, bool], float] = {}
+    rates: dict[tuple[str, bool | str], float] = {}
     if 1 in args.stages:
         report.add(cuda_tests(min(120.0, clock.left() / 4), args.smoke))
     if 2 in args.stages:
         report.add(layer_timings(device, 3 if args.smoke else 25,
                                  SMOKE_SHAPES if args.smoke else SHAPES))  # fmt: skip
     if 3 in args.stages:
+        modes = [False, args.compile] if args.compile else [False]
         section, rates = step_timings(
-            device, ("basic", "sn", "cn", "sncn"), (False, True) if args.compile else (False,),
+            device, ("basic", "sn", "cn", "sncn"), modes,
             steps=2 if args.smoke else 30, batch=8 if args.smoke else 128, model_kwargs=small,
             clock=clock,
         )  # fmt: skip

@@ -41,3 +41,10 @@ def test_a_section_is_on_disk_as_soon_as_its_stage_is_done(tmp_path):
     assert "# GPU check" in (tmp_path / "gpu.md").read_text()
     report.add("## 1. first")
     assert (tmp_path / "gpu.md").read_text().rstrip().endswith("## 1. first")
+
+
+def test_compile_modes_reach_the_trainer_as_torch_compile_options():
+    # --compile alone is torch.compile's default mode; --compile reduce-overhead adds CUDA graphs
+    assert gpu_paper.compile_options(False) is False
+    assert gpu_paper.compile_options("default") is True
+    assert gpu_paper.compile_options("reduce-overhead") == {"mode": "reduce-overhead"}
