@@ -597,8 +597,12 @@ def run_grid(
 
     With ``concurrent`` K above 1, K worker processes train the grid's runs at once, each taking
     the next run as it finishes one (:func:`run_concurrently`): several small runs sharing one
-    GPU. A run's numbers do not depend on K (each run seeds itself), nor does the order or shape
-    of what is returned.
+    GPU. Neither the order and shape of what is returned nor a run's numbers depend on K: each
+    run seeds itself. (On the CPU torch's sums depend on its thread count, which the workers
+    share out: a run trained by a worker equals the same run trained alone with as many
+    threads.) Each run prints its own bar and epoch lines, labelled ``run k/n``; K bars on one
+    terminal overwrite each other, so ``progress=False`` (only the line per finished run) may
+    read better.
 
     Args:
         datasets, backbones, methods, seeds: the grid, run in this order (``k`` of ``n`` in the
