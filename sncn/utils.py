@@ -247,10 +247,11 @@ def run_concurrently(
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=torch.set_num_threads, initargs=(threads,))  # fmt: skip
-    futures: dict[Future, int] = {}
     out: list[Any] = [None] * len(calls)
     try:
-        futures = {pool.submit(_timed_call, function, dict(kw)): k for k, kw in enumerate(calls)}
+        futures: dict[Future, int] = {
+            pool.submit(_timed_call, function, dict(kw)): k for k, kw in enumerate(calls)
+        }
         for future in as_completed(futures):
             k = futures[future]
             error = future.exception()
