@@ -13,7 +13,8 @@ It installs nothing and stops with a clear message when no CUDA device exists. W
 3. times the WRN-40-2 training step (plain, SN, CN, SNCN; with and without ``torch.compile``
    where ``--compile`` asks for it) and projects the wall time of a 100-epoch paper run;
 4. trains as many paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, the released settings; basic
-   and SNCN first, then the other Table 1 methods) as the time left allows, evaluates them on
+   and SNCN first, then the other Table 1 methods; ``--concurrent K`` of them at once, as K
+   processes sharing the GPU) as the time left allows, evaluates them on
    generated CIFAR-10-C and writes their Table 1 cells, the paper's numbers beside them, to
    ``results/paper/tables/table1_gpu_check.md``.
 
@@ -241,52 +242,85 @@ def _minutes(seconds: float) -> str:
 
 
 def paper_runs(
-    device: torch.device, methods: Sequence[str], rates: dict[tuple[str, bool], float],
+    device: torch.device, methods: Sequence[str], rates: dict[tuple[str, bool | str], float],
     clock: Clock, results_dir: Path, smoke: bool, compile_model: bool | str = False,
+    concurrent: int = 1,
 ) -> str:  # fmt: skip
-    """Train the methods in order while the projected time fits; write their Table 1 cells."""
+    """Train the methods in order, ``concurrent`` at a time, while the projected time fits; write
+    their Table 1 cells.
+
+    The methods train in waves of at most ``concurrent`` runs sharing the GPU
+    (:func:`sncn.experiments.cifar_c.run_grid` with ``concurrent``). A wave is projected to take
+    as long as its runs one after another: the sum of their single-run projections from stage 3's
+    rate (30 s each for evaluation and setup), as if K runs at once got no more of the GPU in
+    aggregate than one. Stage 3 times one run alone, so any gain of sharing is not counted:
+    the projection errs long. A method whose projection does not fit the time left, even alone,
+    is not trained; one that fits alone but not in the current wave waits for the next.
+    """
     from sncn import results
     from sncn.experiments import cifar_c
 
     budget = dict(epochs=1, batch_size=16, train_subset=64, test_subset=2,
                   model_kwargs={"depth": 10, "widen_factor": 1}) if smoke else {}  # fmt: skip
-    runs, skipped = [], []
+
+    def projected(method: str) -> float:  # seconds of one run alone
+        rate = rates.get((method, compile_model)) or rates.get(("basic", compile_model))
+        return 30 + (100 * TRAIN_IMAGES / rate if rate and not smoke else 0)
+
     started = time.monotonic()  # the CIFAR-10-C every run evaluates on, made once, on the device
     _, source = cifar_c.corrupted_test_set("cifar10", budget.get("test_subset") or None,
                                            device=device)  # fmt: skip
     made = time.monotonic() - started
     print(f"CIFAR-10-C ({source}) ready in {_minutes(made)}", flush=True)
-    for method in methods:
-        rate = rates.get((method, compile_model)) or rates.get(("basic", compile_model))
-        needed = 30 + (100 * TRAIN_IMAGES / rate if rate and not smoke else 0)
-        if needed > clock.left():
-            left = _minutes(clock.left())
-            skipped.append(f"{method} (projected {_minutes(needed)}, {left} left)")
-            continue
+    queue, runs, skipped, waves = list(methods), [], [], []
+    while queue:
+        wave, planned = [], 0.0
+        for method in list(queue):
+            needed = projected(method)
+            if needed > clock.left():
+                left = _minutes(clock.left())
+                skipped.append(f"{method} (projected {_minutes(needed)}, {left} left)")
+                queue.remove(method)
+            elif len(wave) < concurrent and planned + needed <= clock.left():
+                wave.append(method)
+                planned += needed
+                queue.remove(method)
+        if not wave:  # every method left was skipped
+            break
         started = time.monotonic()
-        metrics = cifar_c.run("cifar10", "wrn", method, results_dir, seed=0, device=str(device),
-                              progress=False, compile=compile_options(compile_model),
-                              **budget)  # fmt: skip
-        print(f"{method}: clean {metrics['clean_error']:.2f}, mCE {metrics['mce']:.2f} in "
-              f"{_minutes(time.monotonic() - started)}", flush=True)  # fmt: skip
-        runs.append(("cifar10", "wrn", method, [metrics]))
-    lines = ["## 4. Paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, released settings)", ""]
+        grid = cifar_c.run_grid(["cifar10"], ["wrn"], wave, [0], results_dir,
+                                concurrent=min(concurrent, len(wave)), device=str(device),
+                                progress=False, compile=compile_options(compile_model),
+                                **budget)  # fmt: skip
+        seconds = time.monotonic() - started
+        waves.append(f"{' + '.join(wave)}: {_minutes(seconds)} (projected {_minutes(planned)})")
+        for _, _, method, (metrics,) in grid:
+            print(f"{method}: clean {metrics['clean_error']:.2f}, mCE {metrics['mce']:.2f}",
+                  flush=True)  # fmt: skip
+        print(f"wave {waves[-1]}", flush=True)
+        runs += grid
+    heading = "## 4. Paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, released settings)"
+    lines = [heading, "", f"Runs at a time on the one {device.type} device (--concurrent): "
+             f"{concurrent}."]  # fmt: skip
     if runs:
         profile = "smoke scale (toy budget)" if smoke else "paper profile, seed 0"
-        notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper.",
+        notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper, "
+                 f"{concurrent} at a time.",
                  "CIFAR-C 'generated': corruptions made by sncn.corruptions from the local CIFAR "
                  "test images, not the official CIFAR-10-C files."]  # fmt: skip
         title = "Table 1 cells from the GPU check"
         path = results.save_table(cifar_c.table_rows(runs), "table1_gpu_check", results_dir,
                                   title=title, notes=notes)  # fmt: skip
         table = path.read_text()
-        lines += [table.split("\n", 2)[2].strip(), "", f"Written to {path}."]
+        lines += ["", table.split("\n", 2)[2].strip(), "", f"Written to {path}."]
         times = [f"{m}: {_minutes(s[0]['train_seconds'])} training, "
                  f"{_minutes(s[0]['eval_seconds'])} evaluation ({s[0]['c_images'] * 75:,} "
                  "corrupted + the clean test images)" for _, _, m, s in runs]  # fmt: skip
         lines += ["", "- " + "; ".join(times),
                   f"- CIFAR-10-C ({source}) made on {device.type} (or found complete) in "
                   f"{_minutes(made)}"]  # fmt: skip
+        lines += ["- waves (wall time, and projected as one run after another): "
+                  + "; ".join(waves)]  # fmt: skip
     if skipped:
         lines += ["", "Not trained (time): " + "; ".join(skipped)]
     return "\n".join(lines)
@@ -305,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stage 3: also time the step through torch.compile in MODE "
                              "(default; reduce-overhead: CUDA graphs; max-autotune); stage 4: "
                              "train compiled")  # fmt: skip
+    parser.add_argument("--concurrent", type=int, default=1, metavar="K",
+                        help="stage 4: train K runs at once on the GPU, as K processes (default "
+                        "1). The time projection assumes no gain from sharing: a wave of K runs "
+                        "is projected as its runs one after another")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="toy scale, any device (the tests run it on the CPU)")  # fmt: skip
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
@@ -312,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "results" / "paper",
                         help="stage 4's results folder (runs and the table)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.concurrent < 1:
+        parser.error(f"--concurrent must be 1 (one run at a time) or more, got {args.concurrent}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: benchmarks.gpu_paper checks the GPU path and needs one GPU "
@@ -342,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(section)
     if 4 in args.stages:
         report.add(paper_runs(device, args.methods, rates, clock, args.results, args.smoke,
-                              args.compile))  # fmt: skip
+                              args.compile, args.concurrent))  # fmt: skip
     report.add(f"Done in {_minutes(args.budget - clock.left())} of the "
                f"{_minutes(args.budget)} budget.")  # fmt: skip
     return 0

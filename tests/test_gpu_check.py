@@ -48,3 +48,29 @@ def test_compile_modes_reach_the_trainer_as_torch_compile_options():
     assert gpu_paper.compile_options(False) is False
     assert gpu_paper.compile_options("default") is True
     assert gpu_paper.compile_options("reduce-overhead") == {"mode": "reduce-overhead"}
+
+
+def test_concurrent_must_be_one_or_more(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        gpu_paper.main(["--smoke", "--device", "cpu", "--concurrent", "0",
+                        "--out", str(tmp_path / "gpu.md")])  # fmt: skip
+    assert stopped.value.code == 2 and "--concurrent must be 1" in capsys.readouterr().err
+    assert not (tmp_path / "gpu.md").exists()
+
+
+@pytest.mark.slow
+def test_stage_4_trains_k_runs_at_once_and_says_so(tmp_path, monkeypatch):
+    # the embedded sample as the data, in the workers too (they read the environment)
+    monkeypatch.setenv("SNCN_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("SNCN_SAMPLE", "1")
+    monkeypatch.delenv("SNCN_CACHE", raising=False)
+    out, paper = tmp_path / "gpu.md", tmp_path / "paper"
+    argv = ["--smoke", "--device", "cpu", "--stages", "4", "--methods", "basic", "cn",
+            "--concurrent", "2", "--out", str(out), "--results", str(paper)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    text = out.read_text()
+    assert "Runs at a time on the one cpu device (--concurrent): 2." in text
+    assert "| cifar10 | wrn | basic | 1 |" in text and "| cifar10 | wrn | cn | 1 |" in text
+    assert "- waves (wall time, and projected as one run after another): basic + cn: " in text
+    table = (paper / "tables" / "table1_gpu_check.md").read_text()
+    assert "trained on cpu by python -m benchmarks.gpu_paper, 2 at a time." in table

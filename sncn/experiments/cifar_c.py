@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sncn import results
+from sncn import results, utils
 from sncn.corruptions import CORRUPTIONS, GROUPS, SEVERITIES, make_c
 from sncn.data import cache_root, data_root
 from sncn.data.augmix import AugMixViews, augmix_loader
@@ -429,6 +429,55 @@ def training_batches(
     return batches
 
 
+def _identity(
+    dataset: str,
+    backbone: str,
+    method: str,
+    results_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    train_subset: int = 0,
+    test_subset: int = 0,
+    batch_size: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """What makes a :func:`run` the run it is (arguments as :func:`run`'s): its resolved
+    setting, the CIFAR-C it is evaluated on (:func:`corrupted_test_data`) and its folder
+    (created)."""
+    setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
+    setting["epochs"] = epochs or setting["epochs"]
+    setting["batch_size"] = batch_size or setting["batch_size"]
+    budget = {"train_subset": train_subset, "test_subset": test_subset,
+              "model_kwargs": model_kwargs or {}}  # fmt: skip
+    data = corrupted_test_data(dataset, test_subset or None, root)
+    folder = results.run_dir(
+        results_dir, run_name(dataset, backbone, method, seed, setting, budget, data)
+    )
+    return setting, data, folder
+
+
+#: :func:`run`'s keyword arguments that say how a run is executed, not which run it is.
+_EXECUTION = ("device", "progress", "retrain", "position", "compile")
+
+
+def run_folder(
+    dataset: str, backbone: str, method: str, results_dir: str | os.PathLike, **kwargs: Any
+) -> Path:
+    """The folder :func:`run` with these arguments trains into or reads back (created), found
+    without loading or training anything.
+
+    Args:
+        dataset, backbone, method, results_dir: as :func:`run`'s.
+        **kwargs: :func:`run`'s keyword arguments; those of how it runs (``device``,
+            ``progress``, ``retrain``, ``position``, ``compile``) do not change the folder.
+    """
+    identity = {k: v for k, v in kwargs.items() if k not in _EXECUTION}
+    return _identity(dataset, backbone, method, results_dir, **identity)[2]
+
+
 def run(
     dataset: str,
     backbone: str,
@@ -485,15 +534,11 @@ def run(
         ``eval_seconds`` (clean and corrupted test sets), ``train_images_per_second``,
         ``code`` (the code version, :func:`sncn.results.code_version`).
     """
-    setting = apply_overrides(cifar_setting(dataset, backbone, method), overrides or {})
-    setting["epochs"] = epochs or setting["epochs"]
-    setting["batch_size"] = batch_size or setting["batch_size"]
-    budget = {"train_subset": train_subset, "test_subset": test_subset,
-              "model_kwargs": model_kwargs or {}}  # fmt: skip
-    data = corrupted_test_data(dataset, test_subset or None, root)
-    folder = results.run_dir(
-        results_dir, run_name(dataset, backbone, method, seed, setting, budget, data)
-    )
+    setting, data, folder = _identity(
+        dataset, backbone, method, results_dir, seed=seed, epochs=epochs,
+        train_subset=train_subset, test_subset=test_subset, batch_size=batch_size,
+        model_kwargs=model_kwargs, overrides=overrides, root=root,
+    )  # fmt: skip
     with results.run_lock(folder):  # one process at a time trains (or reads) the run
         reused = results.reuse(folder, retrain)
         if reused is not None:
@@ -552,20 +597,84 @@ def run_grid(
     methods: Sequence[str],
     seeds: Sequence[int],
     results_dir: str | os.PathLike,
+    *,
+    concurrent: int = 1,
     **budget: Any,
 ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
     """:func:`run` over a grid; ``budget`` holds :func:`run`'s keyword arguments.
 
+    With ``concurrent`` K above 1, K worker processes train the grid's runs at once, each taking
+    the next run as it finishes one (:func:`run_concurrently`): several small runs sharing one
+    GPU. Neither the order and shape of what is returned nor a run's numbers depend on K: each
+    run seeds itself. (On the CPU torch's sums depend on its thread count, which the workers
+    share out: a run trained by a worker equals the same run trained alone with as many
+    threads.) Each run prints its own bar and epoch lines, labelled ``run k/n``; K bars on one
+    terminal overwrite each other, so ``progress=False`` (only the line per finished run) may
+    read better.
+
+    Args:
+        datasets, backbones, methods, seeds: the grid, run in this order (``k`` of ``n`` in the
+            progress lines).
+        results_dir: the profile's results folder.
+        concurrent: runs trained at once (1: one after another in this process).
+        **budget: :func:`run`'s other keyword arguments.
+
     Returns:
         ``(dataset, backbone, method, [metrics per seed])`` per cell, for :func:`table_rows`.
     """
+    if concurrent < 1:
+        raise ValueError(f"concurrent must be 1 (one run at a time) or more (runs trained at "
+                         f"once by as many processes), got {concurrent}")  # fmt: skip
     cells = [(d, b, m) for d in datasets for b in backbones for m in methods]
     n = len(cells) * len(seeds)
+    if concurrent == 1:
+        return [
+            (d, b, m, [run(d, b, m, results_dir, seed=s, position=(i * len(seeds) + j + 1, n),
+                           **budget) for j, s in enumerate(seeds)])
+            for i, (d, b, m) in enumerate(cells)
+        ]  # fmt: skip
+    calls = [dict(dataset=d, backbone=b, method=m, results_dir=results_dir, seed=s,
+                  position=(i * len(seeds) + j + 1, n), **budget)
+             for i, (d, b, m) in enumerate(cells) for j, s in enumerate(seeds)]  # fmt: skip
+    flat = run_concurrently(calls, concurrent)
     return [
-        (d, b, m, [run(d, b, m, results_dir, seed=s, position=(i * len(seeds) + j + 1, n),
-                       **budget) for j, s in enumerate(seeds)])
-        for i, (d, b, m) in enumerate(cells)
-    ]  # fmt: skip
+        (d, b, m, flat[i * len(seeds) : (i + 1) * len(seeds)]) for i, (d, b, m) in enumerate(cells)
+    ]
+
+
+def run_concurrently(calls: Sequence[Mapping[str, Any]], workers: int) -> list[dict[str, Any]]:
+    """:func:`run` once per entry of ``calls`` (its keyword arguments), ``workers`` runs at once
+    in as many processes (:func:`sncn.utils.run_concurrently`); their metrics in the order of
+    ``calls``.
+
+    Before the workers start, this process makes what the unfinished runs share: the training
+    set's decoded cache and the CIFAR-C they are evaluated on (:func:`corrupted_test_set`, on
+    the runs' device), so
+    that the workers read them rather than each make them at once. Each worker limits torch to
+    ``os.cpu_count() // workers`` CPU threads; on CUDA they share one GPU. Every run shows its
+    place in the grid (``position``) in its own lines, and this process prints one line per
+    finished run. A run that fails stops the others (a stopped run resumes from its last
+    checkpoint next time) and raises :class:`RuntimeError` naming it and its folder.
+
+    Args:
+        calls: :func:`run`'s arguments for each run, all by keyword.
+        workers: runs trained at once.
+
+    Returns:
+        The metrics of each run, in the order of ``calls``.
+    """
+    folders = [run_folder(**call) for call in calls]
+    needed = {(c["dataset"], c.get("test_subset", 0), c.get("root"), c.get("device"))
+              for c, f in zip(calls, folders, strict=True)
+              if c.get("retrain") or not results.is_done(f)}  # fmt: skip
+    for dataset, test_subset, root, device in sorted(needed, key=str):
+        load_cifar(dataset, "train", root)
+        corrupted_test_set(dataset, test_subset or None, root, device=resolve_device(device))
+    labels = [(f"run {c['position'][0]}/{c['position'][1]} " if c.get("position") else "")
+              + f"{c['dataset']} {c['backbone']} {c['method']} seed {c.get('seed', 0)}"
+              for c in calls]  # fmt: skip
+    notes = [f"Its run folder: {f}" for f in folders]
+    return utils.run_concurrently(run, calls, workers, labels, notes)
 
 
 Grid = list[tuple[str, str, str, list[dict[str, Any]]]]
@@ -578,6 +687,8 @@ def run_ladder(
     ladder: Sequence[int],
     seeds: Sequence[int],
     results_dir: str | os.PathLike,
+    *,
+    concurrent: int = 1,
     **budget: Any,
 ) -> list[tuple[int, Grid]]:
     """:func:`run_grid` once per training length of ``ladder`` (epochs over the same training
@@ -587,6 +698,7 @@ def run_ladder(
         datasets, backbones, methods, seeds: the grid of every rung.
         ladder: epochs of each rung.
         results_dir: the profile's results folder.
+        concurrent: runs trained at once within each rung (:func:`run_grid`).
         **budget: :func:`run`'s other keyword arguments (not ``epochs``).
 
     Returns:
@@ -596,7 +708,7 @@ def run_ladder(
         raise TypeError("run_ladder takes the epochs from ladder, not from epochs=")
     return [
         (epochs, run_grid(datasets, backbones, methods, seeds, results_dir, epochs=epochs,
-                          **budget))
+                          concurrent=concurrent, **budget))
         for epochs in ladder
     ]  # fmt: skip
 
