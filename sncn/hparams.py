@@ -273,6 +273,7 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "MODEL_KWARGS": {"depth": 16, "widen_factor": 2},
             "LADDER": [1, 2],
             "LADDER_SEEDS": [0],
+            "CONCURRENT": 1,  # two cores: one run at a time is the fastest
         },
         # The whole of Table 1 and Tables 14/15 (CIFAR-100 needs CIFAR-100 in the data root).
         "paper": {
@@ -293,6 +294,9 @@ NOTEBOOKS: dict[str, dict[str, dict[str, Any]]] = {
             "TRAIN_SUBSET": 0,
             "TEST_SUBSET": 0,
             "MODEL_KWARGS": {},
+            # One run at a time until a GPU measures the gain of sharing it
+            # (python -m benchmarks.gpu_paper --concurrent K); -p CONCURRENT K sets it.
+            "CONCURRENT": 1,
         },
     },
     "06_sentiment": {
@@ -514,7 +518,7 @@ def _ints_at_least(low: int, length: int | None = None) -> _Rule:
 _NONEMPTY: _Rule = ("a non-empty list", lambda v: len(v) > 0)
 _POSITIVE = (
     "EPOCHS", "BATCH_SIZE", "EVAL_STEP", "MU", "ITERATIONS", "LR_STEP", "N_CONTENT", "N_STYLE",
-    "CROP_DRAWS", "DEPTH", "WIDTH", "CROP_SIZE", "MAX_VOCAB", "ACTIVE_NUM",
+    "CROP_DRAWS", "DEPTH", "WIDTH", "CROP_SIZE", "MAX_VOCAB", "ACTIVE_NUM", "CONCURRENT",
 )  # fmt: skip
 _COUNTS = (  # may be 0: all images/tokens, whole images, any finished run (SN_EPOCHS), seed 0
     "TRAIN_SUBSET", "TEST_SUBSET", "C_SUBSET", "TRAIN_PER_CLASS", "VAL_PER_CLASS", "TRAIN_IMAGES",
