@@ -1173,6 +1173,16 @@ class StyleLayer(nn.Module):
     recompilation). That costs a restyling of every unit per step where eager mode restyles
     the ``active_num`` chosen ones, and each unit draws its pairing and boxes at every step: a
     compiled run draws other random numbers than an eager one (the same distributions).
+
+    Why a new tensor rather than an in-place write: a compiled graph saves the switch for its
+    backward (``where``'s), and trainers that run several forwards before one backward (the
+    consistency and AugMix losses) switch between them; written in place, the pending backward
+    would read the newer value (autograd stops it: the saved tensor's version changed; the
+    compiler saves the buffer itself even where the forward copies it). The cost under CUDA
+    graphs (``mode="reduce-overhead"``): a buffer is a static input, so a switch at a new
+    address makes cudagraph trees re-record (up to
+    ``torch._inductor.config.triton.cudagraph_unexpected_rerecord_limit``, then that graph
+    runs without CUDA graphs). Not yet measured on a GPU.
     """
 
     def __init__(self) -> None:
