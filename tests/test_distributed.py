@@ -139,3 +139,29 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     whole_w = weights(_only_run(tmp_path / "whole"))
     assert not all(torch.allclose(whole_w[k], v, rtol=1e-5, atol=1e-6) for k, v in ddp_w.items())
     assert 0 <= single["clean_error"] <= 100 and 0 <= params["clean_error"] <= 100
+
+
+def test_ddp_leaves_the_style_layers_switches_to_each_rank(tmp_path):
+    # DDP broadcasts buffers in place before each forward; the switches must not be among them
+    # (a compiled backward still to run holds the switch its forward saw)
+    import torch.distributed as dist
+
+    from sncn.layers import CNSN, style_layers
+    from sncn.train.distributed import DistInfo, wrap_ddp
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), CNSN(4), torch.nn.Conv2d(4, 4, 3))
+        ddp = wrap_ddp(model, DistInfo(backend="gloo"))
+        ignored = set(ddp.parameters_to_ignore)
+        assert (
+            ignored
+            == {f"{name}.switch" for name, _ in style_layers(model)}
+            == {"1.crossnorm.switch"}
+        )
+        assert "0.weight" not in ignored
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
