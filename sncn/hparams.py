@@ -789,7 +789,9 @@ def cifar_setting(dataset: str, backbone: str, method: str) -> dict[str, Any]:
         "lr", "momentum", "weight_decay"}``, and for AugMix methods ``"augmix_implementation"``:
         ``"reference"`` (the released code's and AugMix's sampling and float mixing, severity 3)
         or ``"torchvision"`` (torchvision's ``transforms.AugMix``); see
-        :class:`sncn.data.augmix.AugMixViews`.
+        :class:`sncn.data.augmix.AugMixViews`; or ``"device"`` (the reference's sampling and
+        mixing on whole batches on the training device,
+        :func:`sncn.data.augmix.augmix_views_batch`).
     """
     from sncn.released_settings import RELEASED_SCRIPTS
 
@@ -826,6 +828,7 @@ def cifar_setting(dataset: str, backbone: str, method: str) -> dict[str, Any]:
         "momentum": float(script["momentum"]),
         "weight_decay": float(script["weight_decay"]),
         # AugMix's views: "reference" as the released cifar.py (AugMixDataset); "torchvision" the
-        # library transform. Only AugMix cells carry it, so other cells keep their run names.
+        # library transform; "device" the reference's sampling on whole batches on the device.
+        # Only AugMix cells carry it, so other cells keep their run names.
         **({"augmix_implementation": "reference"} if trainer == "augmix" else {}),
     }

@@ -14,17 +14,26 @@ from torchvision.transforms import functional as F
 from torchvision.transforms.functional import InterpolationMode
 
 from sncn.data.augmix import (
+    ALL_OPERATIONS,
     ENHANCEMENTS,
+    NO_OP,
     OPERATIONS,
+    SIGNED,
     AugMixDraw,
     AugMixViews,
     ImageAugMixViews,
     apply_op,
+    apply_op_batch,
+    apply_ops_batch,
     augmix,
     augmix_loader,
+    augmix_views_batch,
+    batch_strengths,
     mix,
+    mix_batch,
     op_strength,
     sample_augmix,
+    sample_augmix_batch,
     sample_level,
 )
 from sncn.data.vision import normalize
@@ -350,3 +359,189 @@ def test_imagenet_augmix_run_takes_the_implementation_from_the_setting(tmp_path)
         )
         names[implementation] = metrics["run"]
     assert names["reference"] != names["torchvision"]
+
+
+# --- (g) implementation="device": batched AugMix on the training device ------------------------
+
+
+def device_test_batch() -> torch.Tensor:
+    """48 uint8 images: noise, smooth ramps, low-contrast, two-level and constant ones."""
+    x, _ = images(48)
+    ramp = np.linspace(0, 1, 32)
+    x[:12] = (ramp[:, None, None] * ramp[None, :, None] * 200 + 20).astype(np.uint8)
+    x[12:20] = x[12:20] // 4 + 100  # levels 100-163
+    x[20:24] = np.where(x[20:24] > 127, 200, 30).astype(np.uint8)
+    x[24] = 77  # one level only
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def signed_strengths(name: str, n: int) -> list:
+    """Strengths at levels spread over [0.1, 3), alternately signed for signed operations."""
+    levels = np.linspace(0.1, 2.999, n)
+    values = [op_strength(name, float(level), 32) for level in levels]
+    if name in SIGNED:
+        values = [-v if k % 2 else v for k, v in enumerate(values)]
+    return values
+
+
+@pytest.mark.parametrize("name", ALL_OPERATIONS)
+def test_device_operations_are_pils_pixel_for_pixel(name):
+    # Every operation on a batch, each image at its own strength, gives the pixels of the PIL
+    # operation the reference applies (apply_op on a PIL image): measured exact for all 13,
+    # geometric ones included (PIL's bilinear map, fill and truncation reproduced).
+    x = device_test_batch()
+    values = signed_strengths(name, len(x))
+    strengths = torch.tensor([0.0 if v is None else float(v) for v in values], dtype=torch.float64)
+    out = apply_op_batch(x, name, strengths)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    pils = [apply_op(F.to_pil_image(im), name, v) for im, v in zip(x, values, strict=True)]
+    expected = torch.stack([F.pil_to_tensor(im) for im in pils])
+    assert torch.equal(out, expected)
+
+
+def test_device_steps_past_a_chains_depth_and_per_image_ops_in_one_batch():
+    x = device_test_batch()[: len(ALL_OPERATIONS) + 1]
+    ops = torch.tensor([*range(len(ALL_OPERATIONS)), NO_OP])
+    levels = torch.full((len(ops),), 2.5, dtype=torch.float64)
+    strengths = batch_strengths(ops, levels, (32, 32))
+    out = apply_ops_batch(x, ops, strengths)
+    for k, name in enumerate(ALL_OPERATIONS):
+        single = apply_op_batch(x[k : k + 1], name, strengths[k : k + 1])
+        assert torch.equal(out[k], single[0]), name
+    assert torch.equal(out[-1], x[-1])  # NO_OP leaves the image
+
+
+def test_device_strengths_are_op_strength():
+    levels = torch.linspace(0.1, 2.999, 200, dtype=torch.float64)
+    for k, name in enumerate(ALL_OPERATIONS):
+        ops = torch.full((len(levels),), k)
+        got = batch_strengths(ops, levels, (32, 24)).tolist()
+        size = 32 if name == "translate_y" else 24
+        want = [op_strength(name, float(level), size) or 0.0 for level in levels]
+        assert got == want, name
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_device_draws_follow_dirichlet_beta_and_the_chain_distribution(alpha):
+    n = 40_000
+    gen = torch.Generator().manual_seed(0)
+    draw = sample_augmix_batch(n, (32, 32), alpha=alpha, generator=gen)
+    w, m = draw.weights.double(), draw.m.double()
+    assert draw.weights.dtype == draw.m.dtype == torch.float32
+    torch.testing.assert_close(w.sum(1), torch.ones(n, dtype=torch.float64))
+    # Dirichlet([a] * 3): mean 1/3, variance (1/3)(2/3)/(3a + 1); Beta(a, a): 1/2, 1/(4(2a + 1))
+    se = 4 / math.sqrt(n)
+    assert abs(w.mean() - 1 / 3) < se and abs(w.var(0).mean() - 2 / 9 / (3 * alpha + 1)) < se
+    assert abs(m.mean() - 0.5) < se and abs(m.var() - 1 / (4 * (2 * alpha + 1))) < se
+    depths = (draw.ops != NO_OP).sum(-1).flatten()  # steps taken: uniform in {1, 2, 3}
+    assert set(depths.unique().tolist()) == {1, 2, 3}
+    assert (depths.bincount()[1:].double() / len(depths) - 1 / 3).abs().max() < se
+    ops = draw.ops[draw.ops != NO_OP]
+    assert ops.max() == len(OPERATIONS) - 1  # no enhancement without all_ops
+    assert (ops.bincount().double() / len(ops) - 1 / 9).abs().max() < se
+    rotations = draw.strengths[draw.ops == OPERATIONS.index("rotate")]
+    assert set(rotations.abs().unique().tolist()) == set(range(9))  # int(U(0.1, 3) * 3)
+    turned = rotations[rotations != 0]  # a sign each, - with probability 1/2
+    assert abs((turned < 0).double().mean() - 0.5) < 2 * se
+    fixed = sample_augmix_batch(100, (32, 32), chain_depth=2, all_ops=True,
+                                generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert fixed.ops.shape == (100, 3, 2) and (fixed.ops != NO_OP).all()
+    assert fixed.ops.max() == len(ALL_OPERATIONS) - 1
+
+
+def test_device_mixing_is_the_reference_mix_of_the_same_chains():
+    # One batched draw, turned into the reference's AugMixDraw per image and mixed by `mix` on
+    # PIL images: the same normalised float views.
+    x = device_test_batch()[:16]
+    draw = sample_augmix_batch(16, (32, 32), all_ops=True,
+                               generator=torch.Generator().manual_seed(2))  # fmt: skip
+    views = mix_batch(x, draw, all_ops=True)
+    for b in range(16):
+        chains = tuple(
+            tuple((ALL_OPERATIONS[op], _step_strength(ALL_OPERATIONS[op], s))
+                  for op, s in zip(draw.ops[b, i].tolist(), draw.strengths[b, i].tolist(),
+                                   strict=True) if op != NO_OP)
+            for i in range(3)
+        )  # fmt: skip
+        reference = mix(F.to_pil_image(x[b]), AugMixDraw(draw.weights[b], draw.m[b], chains),
+                        preprocess)  # fmt: skip
+        torch.testing.assert_close(views[b], reference, rtol=0, atol=1e-6)
+
+
+def _step_strength(name: str, strength: float) -> float | int | None:
+    """A batched strength in the type op_strength gives it (None, int or float)."""
+    if name in ("autocontrast", "equalize"):
+        return None
+    if name in ("posterize", "rotate", "solarize", "translate_x", "translate_y"):
+        return int(strength)
+    return strength
+
+
+def test_device_views_are_finite_normalised_and_seeded():
+    x = device_test_batch()
+    clean, a1, a2 = augmix_views_batch(x, torch.Generator().manual_seed(0), padding=0)
+    for view in (clean, a1, a2):
+        assert view.shape == x.shape and view.dtype == torch.float32
+        assert view.isfinite().all() and view.min() >= -1 and view.max() <= 1
+    torch.testing.assert_close(clean, normalize(x))  # no crop/flip: the clean view is the image
+    assert not torch.equal(a1, clean) and not torch.equal(a1, a2)
+    again = augmix_views_batch(x, torch.Generator().manual_seed(0), padding=0)
+    assert all(torch.equal(u, v) for u, v in zip((clean, a1, a2), again, strict=True))
+    other = augmix_views_batch(x, torch.Generator().manual_seed(1), padding=0)
+    assert not torch.equal(other[1], a1)
+    cropped = augmix_views_batch(x, torch.Generator().manual_seed(0))  # pad-4 crop and flip
+    assert not torch.equal(cropped[0], clean) and cropped[0].shape == x.shape
+
+
+def test_device_is_not_a_per_image_implementation():
+    x, y = images()
+    with pytest.raises(ValueError, match="whole batches"):
+        AugMixViews(x, y, implementation="device")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_views_on_cuda_match_the_cpu():
+    # The same draw (made on the CPU) mixed on CUDA and on the CPU: the same chains (uint8,
+    # exact) and views within float rounding; a CUDA generator gives finite views there.
+    x = device_test_batch()
+    draw = sample_augmix_batch(48, (32, 32), all_ops=True,
+                               generator=torch.Generator().manual_seed(3))  # fmt: skip
+    for name in ALL_OPERATIONS:
+        strengths = torch.tensor([float(v or 0) for v in signed_strengths(name, 48)],
+                                 dtype=torch.float64)  # fmt: skip
+        cpu = apply_op_batch(x, name, strengths)
+        assert torch.equal(apply_op_batch(x.cuda(), name, strengths).cpu(), cpu), name
+    torch.testing.assert_close(mix_batch(x.cuda(), draw, all_ops=True).cpu(),
+                               mix_batch(x, draw, all_ops=True), rtol=0, atol=1e-6)  # fmt: skip
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    views = augmix_views_batch(x.cuda(), gen)
+    assert all(v.is_cuda and v.isfinite().all() for v in views)
+
+
+def test_cifar_run_trains_with_device_views(tmp_path, monkeypatch):
+    import json
+
+    from helpers import fake_cifar
+
+    from sncn.experiments import cifar_c
+
+    fake_cifar(monkeypatch, tmp_path / "c")
+    budget = dict(
+        epochs=1,
+        train_subset=20,
+        test_subset=10,
+        batch_size=10,
+        root=tmp_path,
+        model_kwargs={"depth": 10, "widen_factor": 1},
+        device="cpu",
+        progress=False,
+    )
+    batches = cifar_c.augmix_batches(*cifar_c.load_cifar("cifar10", "train"), 10, "cpu")
+    (clean, a1, a2), labels = next(iter(batches(0, torch.Generator().manual_seed(0))))
+    assert clean.shape == a1.shape == a2.shape == (10, 3, 8, 8) and labels.shape == (10,)
+    metrics = cifar_c.run("cifar10", "wrn", "augmix", tmp_path / "out",
+                          overrides={"augmix_implementation": "device"}, **budget)  # fmt: skip
+    (run,) = (tmp_path / "out" / "runs").iterdir()
+    assert json.loads((run / "params.json").read_text())["augmix_implementation"] == "device"
+    assert metrics["steps"] == 2 and math.isfinite(metrics["history"][-1]["loss"])

@@ -1,6 +1,6 @@
 """AugMix views for the JSD loss: ``((clean, augmix_1, augmix_2), label)`` per image.
 
-Two implementations of AugMix (Hendrycks et al., ICLR 2020) make the augmented views:
+Three implementations of AugMix (Hendrycks et al., ICLR 2020) make the augmented views:
 
 * ``"reference"`` (default): the sampling and mixing of the AugMix code that the paper's released
   code uses (:func:`augmix`). Each view mixes ``mixture_width`` (3) chains of 1-3 operations drawn
@@ -17,6 +17,10 @@ Two implementations of AugMix (Hendrycks et al., ICLR 2020) make the augmented v
 * ``"torchvision"``: torchvision's ``transforms.AugMix`` on the uint8 image, then ``preprocess``.
   Its levels are a grid (at severity ``s``, ``k / 9`` of the maximum for ``k < s``) and it
   rounds the mixture back to uint8.
+* ``"device"`` (CIFAR, opt-in): the reference's sampling and float mixing on whole uint8 batches
+  on the training device (:func:`augmix_views_batch`), every draw from a passed generator; the
+  operations are batched re-implementations of PIL's (:func:`apply_ops_batch`), equal to them
+  pixel for pixel on the tests' images.
 
 Settings: severity 3 on CIFAR (:class:`AugMixViews`), 1 on ImageNet (:class:`ImageAugMixViews`);
 width 3, random depth 1-3, ``alpha = 1``, the nine operations.
@@ -43,7 +47,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as F
 from torchvision.transforms.functional import InterpolationMode
 
-from sncn.data.vision import CIFAR_MEAN, CIFAR_STD, ArrayDataset, normalize
+from sncn.data.vision import CIFAR_MEAN, CIFAR_STD, ArrayDataset, normalize, random_crop_flip
 
 #: The operations AugMix uses by default: none of them overlaps with the test corruptions.
 OPERATIONS: tuple[str, ...] = (
@@ -63,8 +67,12 @@ ENHANCEMENTS: tuple[str, ...] = ("color", "contrast", "brightness", "sharpness")
 SIGNED: frozenset[str] = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y"})
 #: Levels are fractions of this: level 10 is an operation's maximum strength.
 PARAMETER_MAX = 10
-#: The implementations :class:`AugMixViews` and :class:`ImageAugMixViews` offer.
-IMPLEMENTATIONS = ("reference", "torchvision")
+#: The AugMix implementations: ``"reference"`` and ``"torchvision"`` per image
+#: (:class:`AugMixViews`, :class:`ImageAugMixViews`), ``"device"`` on whole batches on the
+#: training device (:func:`augmix_views_batch`, :func:`augmix_batches`).
+IMPLEMENTATIONS = ("reference", "torchvision", "device")
+#: The implementations that work per image, in a Dataset.
+PER_IMAGE_IMPLEMENTATIONS = ("reference", "torchvision")
 
 Image_ = Image.Image | Tensor  # a PIL image or a uint8 (C, H, W) tensor
 Step = tuple[str, float | int | None]  # (operation, signed strength); None: no strength
@@ -349,7 +357,12 @@ class AugMixTransform:
         all_ops: bool = False,
         implementation: str = "reference",
     ) -> None:
-        if implementation not in IMPLEMENTATIONS:
+        if implementation == "device":
+            raise ValueError(
+                'implementation="device" works on whole batches: use sncn.data.augmix.'
+                "augmix_batches (or augmix_views_batch), not a per-image Dataset."
+            )
+        if implementation not in PER_IMAGE_IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
             )
@@ -523,3 +536,511 @@ class ImageAugMixViews(Dataset):
         image, label = self.dataset[index]
         image = self.geometry(image)
         return (self.preprocess(image), self.augmix(image), self.augmix(image)), label
+
+
+# ----------------------------------------------------------------------------------------------
+# implementation="device": AugMix on whole uint8 batches on the training device
+
+#: Every operation in the order of the batched draws' indices (the first nine without ``all_ops``).
+ALL_OPERATIONS: tuple[str, ...] = OPERATIONS + ENHANCEMENTS
+#: Operations made by one affine resampling (:func:`affine_batch`).
+GEOMETRIC: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+#: Operation index of a step past a chain's depth: the image is left as it is.
+NO_OP = -1
+
+
+def histograms(images: Tensor) -> Tensor:
+    """Per image and channel, the count of each grey level.
+
+    Args:
+        images: uint8 ``(N, C, H, W)``.
+
+    Returns:
+        int64 ``(N, C, 256)``.
+    """
+    flat = images.flatten(2).long()  # (N, C, H*W)
+    counts = torch.zeros(*flat.shape[:2], 256, dtype=torch.long, device=images.device)
+    return counts.scatter_add_(2, flat, torch.ones_like(flat))
+
+
+def _apply_lut(images: Tensor, lut: Tensor) -> Tensor:
+    """``lut[n, c, images[n, c]]``: uint8 ``(N, C, H, W)`` through ``(N, C, 256)`` tables."""
+    n, c = images.shape[:2]
+    out = torch.gather(lut.expand(n, c, 256), 2, images.flatten(2).long())
+    return out.view_as(images).to(torch.uint8)
+
+
+def _levels(device: torch.device, dtype: torch.dtype = torch.long) -> Tensor:
+    return torch.arange(256, device=device, dtype=dtype)
+
+
+def autocontrast_lut(hist: Tensor) -> Tensor:
+    """PIL's ``ImageOps.autocontrast`` (cutoff 0) tables: ``int(v * 255 / (hi - lo) - lo * 255 /
+    (hi - lo))`` clipped to ``[0, 255]``, with ``lo``/``hi`` a channel's lowest/highest level
+    present; the identity where ``hi <= lo``.
+
+    Args:
+        hist: ``(N, C, 256)`` counts (:func:`histograms`).
+
+    Returns:
+        int64 ``(N, C, 256)`` tables.
+
+    Reference:
+        Pillow ``ImageOps.autocontrast``.
+    """
+    levels = _levels(hist.device, torch.float64)
+    present = hist > 0
+    lo = torch.where(present, levels, 256.0).amin(-1, keepdim=True)  # (N, C, 1)
+    hi = torch.where(present, levels, -1.0).amax(-1, keepdim=True)
+    scale = torch.full_like(lo, 255.0) / (hi - lo).clamp(min=1)  # tensor / tensor: IEEE division
+    table = (levels * scale + (-lo * scale)).trunc().clamp(0, 255)  # int() truncates
+    return torch.where(hi > lo, table, levels).long()
+
+
+def equalize_lut(hist: Tensor) -> Tensor:
+    """PIL's ``ImageOps.equalize`` tables: with ``step = (total - count of the highest level
+    present) // 255``, level ``v`` goes to ``(step // 2 + sum of counts below v) // step``
+    (clipped to 255); the identity where one level only is present or ``step == 0``.
+
+    Args:
+        hist: ``(N, C, 256)`` counts (:func:`histograms`).
+
+    Returns:
+        int64 ``(N, C, 256)`` tables.
+
+    Reference:
+        Pillow ``ImageOps.equalize``.
+    """
+    levels = _levels(hist.device)
+    present = hist > 0
+    last = torch.where(present, levels, 0).amax(-1, keepdim=True)  # (N, C, 1)
+    step = (hist.sum(-1, keepdim=True) - hist.gather(-1, last)) // 255
+    below = hist.cumsum(-1) - hist  # counts strictly below each level
+    table = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
+    identity = (present.sum(-1, keepdim=True) <= 1) | (step == 0)
+    return torch.where(identity, levels, table)
+
+
+def posterize_lut(bits: Tensor) -> Tensor:
+    """Keep the ``bits`` high bits: ``v & ~(2 ** (8 - bits) - 1)``; ``bits`` int ``(N,)``.
+
+    Returns:
+        int64 ``(N, 1, 256)`` tables.
+    """
+    levels = _levels(bits.device)
+    mask = 255 - ((1 << (8 - bits)) - 1)  # (N,)
+    return (levels & mask[:, None])[:, None]
+
+
+def solarize_lut(threshold: Tensor) -> Tensor:
+    """Invert the levels at or above ``threshold``: ``v if v < t else 255 - v``.
+
+    Returns:
+        int64 ``(N, 1, 256)`` tables.
+    """
+    levels = _levels(threshold.device)
+    return torch.where(levels < threshold[:, None], levels, 255 - levels)[:, None]
+
+
+def _blend(degenerate: Tensor, images: Tensor, factor: Tensor) -> Tensor:
+    """PIL's ``Image.blend(degenerate, image, factor)`` in float32, truncated and clipped."""
+    d, x = degenerate.float(), images.float()
+    f = factor.float().view(-1, *([1] * (images.dim() - 1)))
+    return (d + f * (x - d)).clamp(0, 255).trunc().to(torch.uint8)
+
+
+def _grey(images: Tensor) -> Tensor:
+    """PIL's RGB -> L: ``(19595 R + 38470 G + 7471 B + 2**15) >> 16``, ``(N, 1, H, W)`` int64."""
+    r, g, b = images.long().unbind(1)
+    return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16)[:, None]
+
+
+def _sharpness_degenerate(images: Tensor) -> Tensor:
+    """PIL's ``ImageFilter.SMOOTH`` (3x3 kernel 1, centre 5, over 13, rounded; borders kept)."""
+    c = images.shape[1]
+    kernel = torch.ones(3, 3, device=images.device)
+    kernel[1, 1] = 5
+    kernel = (kernel / 13).expand(c, 1, 3, 3)
+    smooth = torch.nn.functional.conv2d(images.float(), kernel, groups=c) + 0.5
+    out = images.clone()
+    out[:, :, 1:-1, 1:-1] = smooth.clamp(0, 255).trunc().to(torch.uint8)
+    return out
+
+
+def affine_matrices(name: str, strength: Tensor, height: int, width: int) -> Tensor:
+    """The inverse maps PIL resamples with for the geometric operations of :func:`apply_op`.
+
+    Output pixel ``(x, y)`` samples the input at ``(a X + b Y + c, d X + e Y + f)`` with
+    ``(X, Y) = (x + 0.5, y + 0.5)`` (pixel centres):
+
+    * ``rotate`` by ``s`` degrees counter-clockwise about ``(W / 2, H / 2)``: PIL's
+      ``Image.rotate`` (``cos``/``sin`` of ``-s`` rounded to 15 decimals).
+    * ``shear_x``: ``(1, t, 0, 0, 1, 0)``; ``shear_y``: ``(1, 0, 0, t, 1, 0)``, with ``t`` the
+      tangent of torchvision's angle form ``atan(s)`` (``F.affine`` with ``center=(0, 0)``).
+    * ``translate_x``: ``(1, 0, s, 0, 1, 0)``; ``translate_y``: ``(1, 0, 0, 0, 1, s)``.
+
+    Args:
+        name: one of :data:`GEOMETRIC`.
+        strength: signed strengths, float64 ``(N,)``.
+        height, width: image size.
+
+    Returns:
+        float64 ``(N, 6)``: ``(a, b, c, d, e, f)`` per image.
+
+    Reference:
+        Pillow ``Image.rotate``; torchvision ``_get_inverse_affine_matrix``.
+    """
+    s = strength.double()
+    one, zero = torch.ones_like(s), torch.zeros_like(s)
+    if name == "rotate":
+        angle = torch.deg2rad(-s)
+        cos, sin = torch.round(angle.cos(), decimals=15), torch.round(angle.sin(), decimals=15)
+        cx, cy = width / 2, height / 2
+        c = cos * -cx + sin * -cy + cx
+        f = -sin * -cx + cos * -cy + cy
+        return torch.stack([cos, sin, c, -sin, cos, f], 1)
+    if name in ("shear_x", "shear_y"):
+        angle = torch.deg2rad(torch.rad2deg(torch.atan(s)))  # torchvision's degrees, back
+        t = angle.tan() if name == "shear_x" else angle.sin() / angle.cos()
+        if name == "shear_x":
+            return torch.stack([one, t, zero, zero, one, zero], 1)
+        return torch.stack([one, zero, zero, t, one, zero], 1)
+    if name == "translate_x":
+        return torch.stack([one, zero, s, zero, one, zero], 1)
+    if name == "translate_y":
+        return torch.stack([one, zero, zero, zero, one, s], 1)
+    raise ValueError(f"{name!r} is not one of {GEOMETRIC}.")
+
+
+def affine_batch(images: Tensor, matrices: Tensor) -> Tensor:
+    """PIL's bilinear ``Image.transform(AFFINE)`` of each image, in float64.
+
+    Output pixel ``(x, y)`` reads the input at ``(u, v) = (a X + b Y + c, d X + e Y + f)``,
+    ``(X, Y) = (x + 0.5, y + 0.5)``; it is 0 (PIL's fill) unless ``0 <= u < W`` and
+    ``0 <= v < H``; otherwise bilinear between the pixels around ``(u - 0.5, v - 0.5)``, the
+    neighbours clamped to the image, and truncated to uint8.
+
+    Args:
+        images: uint8 ``(N, C, H, W)``.
+        matrices: ``(N, 6)`` (:func:`affine_matrices`).
+
+    Returns:
+        uint8 ``(N, C, H, W)``.
+
+    Reference:
+        Pillow ``Geometry.c``: ``affine_transform``, ``bilinear_filter32RGB``.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    m = matrices.to(device=device, dtype=torch.float64)[:, :, None, None]  # (N, 6, 1, 1)
+    ys = torch.arange(h, device=device, dtype=torch.float64)[:, None] + 0.5  # (H, 1)
+    xs = torch.arange(w, device=device, dtype=torch.float64)[None, :] + 0.5  # (1, W)
+    u = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # (N, H, W)
+    v = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    u, v = u - 0.5, v - 0.5
+    x0, y0 = u.floor(), v.floor()
+    dx, dy = (u - x0)[:, None], (v - y0)[:, None]  # (N, 1, H, W)
+    x0, y0 = x0.long(), y0.long()
+    flat = images.flatten(2).double()  # (N, C, H*W)
+
+    def pixel(yi: Tensor, xi: Tensor) -> Tensor:  # clamped neighbours, (N, C, H, W)
+        index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).flatten(1)
+        return flat.gather(2, index[:, None].expand(n, c, -1)).view(n, c, h, w)
+
+    top = pixel(y0, x0) + (pixel(y0, x0 + 1) - pixel(y0, x0)) * dx
+    bottom = pixel(y0 + 1, x0) + (pixel(y0 + 1, x0 + 1) - pixel(y0 + 1, x0)) * dx
+    value = (top + (bottom - top) * dy).trunc().clamp(0, 255)
+    return torch.where(inside[:, None], value, 0.0).to(torch.uint8)
+
+
+def apply_ops_batch(
+    images: Tensor, ops: Tensor, strengths: Tensor, *, enhancements: bool = True
+) -> Tensor:
+    """Operation ``ALL_OPERATIONS[ops[n]]`` with strength ``strengths[n]`` on image ``n``.
+
+    Every operation is computed on the whole batch (fixed shapes) and kept where chosen: one
+    table lookup for the per-level operations (autocontrast, equalize, posterize, solarize,
+    brightness, contrast), one affine resampling for the geometric ones
+    (:func:`affine_batch`), and the colour and sharpness blends when ``all_ops`` draws them.
+
+    Args:
+        images: uint8 ``(N, 3, H, W)``.
+        ops: int64 ``(N,)``, indices into :data:`ALL_OPERATIONS`; :data:`NO_OP` leaves the image.
+        strengths: float64 ``(N,)``, signed strengths as :func:`op_strength` gives them (any
+            value for autocontrast, equalize and :data:`NO_OP`).
+        enhancements: compute :data:`ENHANCEMENTS` too (``False`` when ``ops`` has none of them:
+            AugMix without ``all_ops`` skips their work).
+
+    Returns:
+        uint8 ``(N, 3, H, W)``.
+
+    Reference:
+        The Pillow operations that :func:`apply_op` calls on PIL images.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    ops = ops.to(device)
+    s = strengths.to(device=device, dtype=torch.float64)
+    index = {name: k for k, name in enumerate(ALL_OPERATIONS)}
+    is_op = {name: ops == k for name, k in index.items()}  # (N,) each
+
+    def select(name: str) -> Tensor:  # (N, 1, 1), against (N, C, 256) tables
+        return is_op[name][:, None, None]
+
+    # per-level operations: one table per image and channel, one gather
+    table = _levels(device).expand(n, c, 256)
+    hist = histograms(images)
+    table = torch.where(select("autocontrast"), autocontrast_lut(hist), table)
+    table = torch.where(select("equalize"), equalize_lut(hist), table)
+    table = torch.where(select("posterize"), posterize_lut(s.long().clamp(0, 8)), table)
+    table = torch.where(select("solarize"), solarize_lut(s.long()), table)
+    if enhancements:
+        levels = _levels(device)[None, None].expand(n, 1, 256)
+        brightness = _blend(torch.zeros_like(levels), levels, s)
+        table = torch.where(select("brightness"), brightness, table)
+        grey_hist = histograms(_grey(images).to(torch.uint8))[:, 0]  # (N, 256)
+        mean = (grey_hist * _levels(device)).sum(-1).double() / (h * w)
+        degenerate = (mean + 0.5).trunc().long()[:, None, None].expand(n, 1, 256)
+        table = torch.where(select("contrast"), _blend(degenerate, levels, s), table)
+    out = _apply_lut(images, table)
+
+    # geometric operations: one resampling with each image's own map
+    geometric = torch.zeros(n, dtype=torch.bool, device=device)
+    identity = torch.tensor([1.0, 0, 0, 0, 1, 0], dtype=torch.float64, device=device)
+    matrices = identity.expand(n, 6)
+    for name in GEOMETRIC:
+        matrices = torch.where(is_op[name][:, None], affine_matrices(name, s, h, w), matrices)
+        geometric = geometric | is_op[name]
+    out = torch.where(geometric[:, None, None, None], affine_batch(images, matrices), out)
+
+    if not enhancements:
+        return out
+    # per-pixel blends
+    color = _blend(_grey(images).expand(n, c, h, w), images, s)
+    out = torch.where(is_op["color"][:, None, None, None], color, out)
+    sharp = _blend(_sharpness_degenerate(images), images, s)
+    return torch.where(is_op["sharpness"][:, None, None, None], sharp, out)
+
+
+def apply_op_batch(images: Tensor, name: str, strength: Tensor) -> Tensor:
+    """Operation ``name`` on every image of a batch, image ``n`` at ``strength[n]``.
+
+    The batched counterpart of :func:`apply_op` (see :func:`apply_ops_batch`).
+
+    Args:
+        images: uint8 ``(N, 3, H, W)``.
+        name: one of :data:`ALL_OPERATIONS`.
+        strength: ``(N,)`` signed strengths (ignored for autocontrast and equalize).
+
+    Returns:
+        uint8 ``(N, 3, H, W)``.
+    """
+    ops = torch.full((images.shape[0],), ALL_OPERATIONS.index(name), device=images.device)
+    return apply_ops_batch(images, ops, strength, enhancements=name in ENHANCEMENTS)
+
+
+@dataclass(frozen=True)
+class AugMixBatchDraw:
+    """AugMix's randomness for one view of each image of a batch (:func:`sample_augmix_batch`).
+
+    Attributes:
+        weights: chain weights ``w``, float32 ``(N, mixture_width)``, each row summing to 1.
+        m: weight of the mixed chains against the clean image, float32 ``(N,)``.
+        ops: int64 ``(N, mixture_width, depth)``: indices into :data:`ALL_OPERATIONS`,
+            :data:`NO_OP` past a chain's depth.
+        strengths: float64 ``(N, mixture_width, depth)``: signed strengths (:func:`op_strength`).
+    """
+
+    weights: Tensor
+    m: Tensor
+    ops: Tensor
+    strengths: Tensor
+
+
+def _divide(numerator: Tensor, denominator: float) -> Tensor:
+    """``numerator / denominator`` as Python divides (an IEEE division, not a reciprocal)."""
+    return numerator / torch.full_like(numerator, denominator)
+
+
+def batch_strengths(ops: Tensor, levels: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """:func:`op_strength` of ``ALL_OPERATIONS[ops]`` at ``levels``, elementwise (unsigned).
+
+    Args:
+        ops: int64 indices into :data:`ALL_OPERATIONS` (or :data:`NO_OP`).
+        levels: float64, the same shape.
+        image_size: ``(height, width)``.
+
+    Returns:
+        float64, the shape of ``levels`` (0 for autocontrast, equalize and :data:`NO_OP`).
+    """
+    height, width = image_size
+
+    def parameter(maxval: float, integer: bool) -> Tensor:
+        value = _divide(levels * maxval, PARAMETER_MAX)  # level * maxval / 10, as Python
+        return value.trunc() if integer else value
+
+    table = {
+        "posterize": 4 - parameter(4, True),
+        "rotate": parameter(30, True),
+        "solarize": 256 - parameter(256, True),
+        "shear_x": parameter(0.3, False),
+        "shear_y": parameter(0.3, False),
+        "translate_x": parameter(width / 3, True),
+        "translate_y": parameter(height / 3, True),
+        **{name: parameter(1.8, False) + 0.1 for name in ENHANCEMENTS},
+    }
+    out = torch.zeros_like(levels)
+    for name, value in table.items():
+        out = torch.where(ops == ALL_OPERATIONS.index(name), value, out)
+    return out
+
+
+def sample_augmix_batch(
+    n: int,
+    image_size: tuple[int, int],
+    *,
+    severity: float = 3,
+    mixture_width: int = 3,
+    chain_depth: int = -1,
+    alpha: float = 1.0,
+    all_ops: bool = False,
+    generator: torch.Generator,
+) -> AugMixBatchDraw:
+    """Draw the weights and chains of one AugMix view for each of ``n`` images, all at once.
+
+    Per image the distribution of :func:`sample_augmix`: ``w ~ Dirichlet([alpha] *
+    mixture_width)``, ``m ~ Beta(alpha, alpha)`` (both from Gamma draws); per chain a depth
+    (``chain_depth``, or uniform in {1, 2, 3}); per step a uniform operation, a level
+    ``U(0.1, severity)`` turned into a strength as :func:`op_strength`, and for :data:`SIGNED`
+    operations a sign (- with probability 1/2). The draws are fixed-shape tensors made on
+    ``generator``'s device (not the same numbers as :func:`sample_augmix`).
+
+    Args:
+        n: number of images.
+        image_size: ``(height, width)``.
+        severity, mixture_width, chain_depth, alpha, all_ops: see :func:`sample_augmix`.
+        generator: the source of every draw, on any device.
+
+    Returns:
+        An :class:`AugMixBatchDraw` on ``generator``'s device.
+
+    Reference:
+        google-research/augmix ``cifar.py``: ``aug``; the paper's ``utils.py``: ``aug_func``.
+    """
+    device = generator.device
+    depth = chain_depth if chain_depth > 0 else 3
+    shape = (n, mixture_width, depth)
+    concentration = torch.full((n, mixture_width + 2), alpha, dtype=torch.float64, device=device)
+    gammas = torch._standard_gamma(concentration, generator)
+    chains, pair = gammas[:, :mixture_width], gammas[:, mixture_width:]
+    weights = (chains / chains.sum(1, keepdim=True)).float()  # Dirichlet
+    m = (pair[:, 0] / pair.sum(1)).float()  # Beta(alpha, alpha)
+    if chain_depth > 0:
+        depths = torch.full((n, mixture_width), depth, device=device)
+    else:
+        depths = torch.randint(1, 4, (n, mixture_width), generator=generator, device=device)
+    n_ops = len(ALL_OPERATIONS if all_ops else OPERATIONS)
+    ops = torch.randint(n_ops, shape, generator=generator, device=device)
+    u = torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
+    levels = 0.1 + (severity - 0.1) * u  # sample_level
+    flip = torch.rand(shape, generator=generator, device=device) > 0.5
+    strengths = batch_strengths(ops, levels, image_size)
+    signed = torch.zeros_like(flip)
+    for name in SIGNED:
+        signed = signed | (ops == ALL_OPERATIONS.index(name))
+    strengths = torch.where(signed & flip, -strengths, strengths)
+    steps = torch.arange(depth, device=device)
+    ops = torch.where(steps < depths[..., None], ops, NO_OP)
+    return AugMixBatchDraw(weights, m, ops, strengths)
+
+
+def mix_batch(
+    images: Tensor,
+    draw: AugMixBatchDraw,
+    *,
+    all_ops: bool = False,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
+) -> Tensor:
+    """The AugMix view of each image for ``draw``, mixed in float32 after normalisation.
+
+    ``(1 - m) * normalize(x) + m * sum_i w_i * normalize(chain_i(x))`` per image, as
+    :func:`mix`; every chain of every image runs at once as one batch of
+    ``mixture_width * N`` images through :func:`apply_ops_batch`, one step at a time.
+
+    Args:
+        images: uint8 ``(N, 3, H, W)``.
+        draw: from :func:`sample_augmix_batch` (moved to ``images``' device).
+        all_ops: whether ``draw`` may hold :data:`ENHANCEMENTS`.
+        mean, std: normalisation (:func:`sncn.data.vision.normalize`).
+
+    Returns:
+        float32 ``(N, 3, H, W)``.
+
+    Reference:
+        Hendrycks et al., AugMix, Algorithm 1; google-research/augmix ``cifar.py``: ``aug``.
+    """
+    n = images.shape[0]
+    device = images.device
+    width = draw.weights.shape[1]
+    ops = draw.ops.to(device).transpose(0, 1).reshape(width * n, -1)  # row i * N + b
+    strengths = draw.strengths.to(device).transpose(0, 1).reshape(width * n, -1)
+    x = images.repeat(width, 1, 1, 1)  # (width * N, 3, H, W): chain i of image b at i * N + b
+    for step in range(ops.shape[1]):
+        x = apply_ops_batch(x, ops[:, step], strengths[:, step], enhancements=all_ops)
+    chains = normalize(x, mean, std).view(width, *images.shape)
+    clean = normalize(images, mean, std)
+    weights = draw.weights.to(device)[:, :, None, None, None]  # (N, width, 1, 1, 1)
+    mixture = torch.zeros_like(clean)
+    for i in range(width):
+        mixture += weights[:, i] * chains[i]
+    m = draw.m.to(device)[:, None, None, None]
+    return (1 - m) * clean + m * mixture
+
+
+def augmix_views_batch(
+    images: Tensor,
+    generator: torch.Generator,
+    *,
+    padding: int = 4,
+    severity: float = 3,
+    mixture_width: int = 3,
+    chain_depth: int = -1,
+    alpha: float = 1.0,
+    all_ops: bool = False,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:class:`AugMixViews` for a whole uint8 batch on its device (``implementation="device"``).
+
+    The batch is randomly cropped (zero padding ``padding``) and flipped
+    (:func:`sncn.data.vision.random_crop_flip`); the clean view is then normalised and two
+    independent AugMix views are made from it (:func:`sample_augmix_batch`, :func:`mix_batch`:
+    both views' chains in one pass). No per-image Python work, no host-device copy when
+    ``generator`` is on the batch's device.
+
+    Args:
+        images: uint8 ``(N, 3, H, W)``.
+        generator: the source of all randomness, on the CPU or on ``images``' device.
+        padding: random-crop padding (0 disables crop and flip).
+        severity, mixture_width, chain_depth, alpha, all_ops: AugMix settings (the CIFAR ones:
+            3, 3, random depth, 1, the nine operations).
+        mean, std: normalisation (default the paper's 0.5, 0.5).
+
+    Returns:
+        ``(clean, aug1, aug2)``, float32 ``(N, 3, H, W)`` each.
+
+    Reference:
+        The paper's released ``cifar.py`` (``AugMixDataset`` with severity 3) and ``utils.py``.
+    """
+    if padding:
+        images = random_crop_flip(images, generator, padding=padding)
+    n, _, h, w = images.shape
+    draw = sample_augmix_batch(
+        2 * n, (h, w), severity=severity, mixture_width=mixture_width, chain_depth=chain_depth,
+        alpha=alpha, all_ops=all_ops, generator=generator,
+    )  # fmt: skip
+    views = mix_batch(images.repeat(2, 1, 1, 1), draw, all_ops=all_ops, mean=mean, std=std)
+    aug1, aug2 = views.split(n)
+    return normalize(images, mean, std), aug1, aug2

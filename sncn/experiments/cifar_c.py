@@ -22,7 +22,7 @@ import torch
 from sncn import results, utils
 from sncn.corruptions import CORRUPTIONS, GROUPS, SEVERITIES, make_c
 from sncn.data import cache_root, data_root
-from sncn.data.augmix import AugMixViews, augmix_loader
+from sncn.data.augmix import AugMixViews, augmix_loader, augmix_views_batch
 from sncn.data.vision import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -429,6 +429,34 @@ def training_batches(
     return batches
 
 
+def augmix_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device
+) -> Callable[[int, torch.Generator], ArrayLoader]:
+    """The AugMix training batches of :func:`run` with ``augmix_implementation="device"``.
+
+    As :func:`training_batches`, the uint8 training set goes to ``device`` once and each epoch's
+    permutation is drawn there; each batch is then cropped, flipped and turned into its clean
+    view and two AugMix views on ``device`` (:func:`sncn.data.augmix.augmix_views_batch`), so a
+    batch is ``((clean, aug1, aug2), labels)``, as :class:`sncn.data.augmix.AugMixViews` through
+    a DataLoader gives it to :class:`sncn.train.AugMixTrainer`.
+
+    Args:
+        images, labels: the training set, uint8 ``(N, 32, 32, 3)`` and ``(N,)``.
+        batch_size: images per batch.
+        device: the training device.
+
+    Returns:
+        ``batches(epoch, generator)``: the epoch's :class:`sncn.data.vision.ArrayLoader`.
+    """
+    arrays = ArrayLoader(images, labels, batch_size, drop_last=True, device=device,
+                         augment=augmix_views_batch)  # fmt: skip
+
+    def batches(epoch: int, generator: torch.Generator) -> ArrayLoader:
+        return arrays.shuffled(device_generator(generator, device))
+
+    return batches
+
+
 def _identity(
     dataset: str,
     backbone: str,
@@ -561,7 +589,9 @@ def run(
         trainer = build_trainer(setting, model, setting["epochs"] * steps_per_epoch, dev,
                                 compile=compile)  # fmt: skip
 
-        if setting["trainer"] == "augmix":
+        if setting["trainer"] == "augmix" and setting["augmix_implementation"] == "device":
+            batches = augmix_batches(train_x, train_y, bs, dev)
+        elif setting["trainer"] == "augmix":
             views = AugMixViews(train_x, train_y, implementation=setting["augmix_implementation"])
 
             def batches(epoch: int, generator: torch.Generator) -> Iterable:
