@@ -14,8 +14,9 @@ It installs nothing and stops with a clear message when no CUDA device exists. W
    where ``--compile`` asks for it) and projects the wall time of a 100-epoch paper run;
 4. trains as many paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, the released settings; basic
    and SNCN first, then the other Table 1 methods; ``--concurrent K`` of them at once, as K
-   processes sharing the GPU) as the time left allows, evaluates them on
-   generated CIFAR-10-C and writes their Table 1 cells, the paper's numbers beside them, to
+   processes sharing the GPU; AugMix views made on the device unless ``--augmix reference``)
+   as the time left allows, evaluates them on generated CIFAR-10-C (made on the GPU first) and
+   writes their Table 1 cells, the paper's numbers beside them, to
    ``results/paper/tables/table1_gpu_check.md``.
 
 Each stage appends its section to ``results/benchmarks/gpu.md`` (with the GPU model and the
@@ -224,6 +225,13 @@ def step_timings(
     return "\n".join(lines), rates
 
 
+def _views(method: str) -> int:
+    """Forward passes per training image of a method's step (AugMix, consistency: 3)."""
+    from sncn.hparams import cifar_setting
+
+    return 3 if cifar_setting("cifar10", "wrn", method)["trainer"] != "supervised" else 1
+
+
 def compile_options(mode: bool | str) -> bool | dict[str, str]:
     """``Trainer(compile=...)`` for a compile mode: False (eager), True or ``"default"``, or
     another ``torch.compile`` mode."""
@@ -244,28 +252,43 @@ def _minutes(seconds: float) -> str:
 def paper_runs(
     device: torch.device, methods: Sequence[str], rates: dict[tuple[str, bool | str], float],
     clock: Clock, results_dir: Path, smoke: bool, compile_model: bool | str = False,
-    concurrent: int = 1,
+    concurrent: int = 1, augmix_views: str = "reference",
 ) -> str:  # fmt: skip
     """Train the methods in order, ``concurrent`` at a time, while the projected time fits; write
     their Table 1 cells.
 
     The methods train in waves of at most ``concurrent`` runs sharing the GPU
-    (:func:`sncn.experiments.cifar_c.run_grid` with ``concurrent``). A wave is projected to take
+    (:func:`sncn.experiments.cifar_c.run_concurrently`). A wave is projected to take
     as long as its runs one after another: the sum of their single-run projections from stage 3's
     rate (30 s each for evaluation and setup), as if K runs at once got no more of the GPU in
     aggregate than one. Stage 3 times one run alone, so any gain of sharing is not counted:
-    the projection errs long. A method whose projection does not fit the time left, even alone,
-    is not trained; one that fits alone but not in the current wave waits for the next.
+    the projection errs long. A method stage 3 did not time is projected from basic's rate
+    divided by its views per step (3 for AugMix and the consistency loss). A method whose
+    projection does not fit the time left, even alone, is not trained; one that fits alone but
+    not in the current wave waits for the next. The AugMix methods make their views as
+    ``augmix_views`` says (``augmix_implementation``: ``"reference"``, PIL per image on the host,
+    or ``"device"``, batched on the device; recorded in the run's setting).
     """
     from sncn import results
     from sncn.experiments import cifar_c
+    from sncn.hparams import cifar_setting
 
     budget = dict(epochs=1, batch_size=16, train_subset=64, test_subset=2,
                   model_kwargs={"depth": 10, "widen_factor": 1}) if smoke else {}  # fmt: skip
 
     def projected(method: str) -> float:  # seconds of one run alone
-        rate = rates.get((method, compile_model)) or rates.get(("basic", compile_model))
+        rate = rates.get((method, compile_model))
+        if rate is None and rates.get(("basic", compile_model)):  # not timed: from basic's,
+            rate = rates["basic", compile_model] / _views(method)  # each view a forward pass
         return 30 + (100 * TRAIN_IMAGES / rate if rate and not smoke else 0)
+
+    def call(method: str, position: tuple[int, int]) -> dict:  # cifar_c.run's arguments
+        augmix = cifar_setting("cifar10", "wrn", method)["trainer"] == "augmix"
+        overrides = {"augmix_implementation": augmix_views} if augmix else {}
+        return dict(dataset="cifar10", backbone="wrn", method=method, results_dir=results_dir,
+                    seed=0, device=str(device), progress=False, position=position,
+                    compile=compile_options(compile_model), overrides=overrides,
+                    **budget)  # fmt: skip
 
     started = time.monotonic()  # the CIFAR-10-C every run evaluates on, made once, on the device
     _, source = cifar_c.corrupted_test_set("cifar10", budget.get("test_subset") or None,
@@ -288,10 +311,12 @@ def paper_runs(
         if not wave:  # every method left was skipped
             break
         started = time.monotonic()
-        grid = cifar_c.run_grid(["cifar10"], ["wrn"], wave, [0], results_dir,
-                                concurrent=min(concurrent, len(wave)), device=str(device),
-                                progress=False, compile=compile_options(compile_model),
-                                **budget)  # fmt: skip
+        calls = [call(m, (len(runs) + k + 1, len(methods))) for k, m in enumerate(wave)]
+        if len(wave) == 1:
+            trained = [cifar_c.run(**calls[0])]
+        else:  # the wave's runs at once, as processes sharing the device
+            trained = cifar_c.run_concurrently(calls, len(wave))
+        grid = [("cifar10", "wrn", m, [metrics]) for m, metrics in zip(wave, trained, strict=True)]
         seconds = time.monotonic() - started
         waves.append(f"{' + '.join(wave)}: {_minutes(seconds)} (projected {_minutes(planned)})")
         for _, _, method, (metrics,) in grid:
@@ -305,7 +330,8 @@ def paper_runs(
     if runs:
         profile = "smoke scale (toy budget)" if smoke else "paper profile, seed 0"
         notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper, "
-                 f"{concurrent} at a time.",
+                 f"{concurrent} at a time; AugMix views: {augmix_views} "
+                 "(augmix_implementation).",
                  "CIFAR-C 'generated': corruptions made by sncn.corruptions from the local CIFAR "
                  "test images, not the official CIFAR-10-C files."]  # fmt: skip
         title = "Table 1 cells from the GPU check"
@@ -343,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stage 4: train K runs at once on the GPU, as K processes (default "
                         "1). The time projection assumes no gain from sharing: a wave of K runs "
                         "is projected as its runs one after another")  # fmt: skip
+    parser.add_argument("--augmix", choices=("device", "reference"), default="device",
+                        help="stage 4: the AugMix methods' views made in batches on the "
+                             "device (default; the reference's distributions, PIL-exact "
+                             "operations) or per image with PIL on the host (the package's "
+                             "default, slow)")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="toy scale, any device (the tests run it on the CPU)")  # fmt: skip
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
@@ -382,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(section)
     if 4 in args.stages:
         report.add(paper_runs(device, args.methods, rates, clock, args.results, args.smoke,
-                              args.compile, args.concurrent))  # fmt: skip
+                              args.compile, args.concurrent, args.augmix))  # fmt: skip
     report.add(f"Done in {_minutes(args.budget - clock.left())} of the "
                f"{_minutes(args.budget)} budget.")  # fmt: skip
     return 0

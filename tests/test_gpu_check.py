@@ -73,4 +73,28 @@ def test_stage_4_trains_k_runs_at_once_and_says_so(tmp_path, monkeypatch):
     assert "| cifar10 | wrn | basic | 1 |" in text and "| cifar10 | wrn | cn | 1 |" in text
     assert "- waves (wall time, and projected as one run after another): basic + cn: " in text
     table = (paper / "tables" / "table1_gpu_check.md").read_text()
-    assert "trained on cpu by python -m benchmarks.gpu_paper, 2 at a time." in table
+    assert "trained on cpu by python -m benchmarks.gpu_paper, 2 at a time; AugMix views" in table
+
+
+@pytest.mark.slow
+def test_stage_4_makes_augmix_views_on_the_device_and_says_so(tmp_path):
+    out, paper = tmp_path / "gpu.md", tmp_path / "paper"
+    argv = ["--smoke", "--device", "cpu", "--stages", "4", "--methods", "augmix",
+            "--out", str(out), "--results", str(paper)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    assert "| cifar10 | wrn | augmix | 1 |" in out.read_text()
+    table = (paper / "tables" / "table1_gpu_check.md").read_text()
+    assert "AugMix views: device (augmix_implementation)" in table
+    (run,) = (paper / "runs").iterdir()
+    params = (run / "params.json").read_text()
+    assert '"augmix_implementation": "device"' in params
+
+
+def test_untimed_methods_are_projected_per_view():
+    # AugMix and the consistency loss pass three views per image through the model
+    assert [gpu_paper._views(m) for m in ("basic", "sncn", "augmix", "sncn_consistency")] == [
+        1,
+        1,
+        3,
+        3,
+    ]
