@@ -40,7 +40,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.layers
-	$(PY) -m benchmarks.train_step
+	$(PY) -m benchmarks.train_step --compile
 	$(PY) -m benchmarks.corruptions
 
 # on one CUDA GPU, in at most 10 minutes: the CUDA tests, layer and step timings, and paper-scale

@@ -23,6 +23,7 @@ Run: ``python -m benchmarks.train_step`` (writes ``results/benchmarks/train_step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from functools import partial
@@ -38,21 +39,26 @@ from sncn.experiments.cifar_c import training_batches
 from sncn.hparams import cifar_setting
 from sncn.layers import crossnorm_step
 from sncn.models import create_model
-from sncn.train import Trainer, sgd
+from sncn.train import Trainer, compile_model, sgd
+from sncn.train.base import traced_autograd
 
 VARIANTS = ("basic", "sn", "cn", "sncn")
 
 
-def make_step(method: str, x: torch.Tensor, y: torch.Tensor):
-    """A closure doing one training step of WRN-40-2 under ``method``'s settings."""
+def make_step(method: str, x: torch.Tensor, y: torch.Tensor, compiled: bool = False):
+    """A closure doing one training step of WRN-40-2 under ``method``'s settings (through
+    ``torch.compile``, the style layers in the graph, when ``compiled``:
+    :func:`sncn.train.compile_model`)."""
     setting = cifar_setting("cifar10", "wrn", method)
     torch.manual_seed(0)
     model = create_model("wrn", num_classes=10, **setting["model"]).train()
     opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, nesterov=True)
+    forward = compile_model(model) if compiled else model
+    tracing = traced_autograd if compiled else contextlib.nullcontext
 
     def step(xb: torch.Tensor = x, yb: torch.Tensor = y) -> None:
-        with crossnorm_step(model, setting["cn_prob"], setting["active_num"]):
-            loss = F.cross_entropy(model(xb), yb)
+        with crossnorm_step(model, setting["cn_prob"], setting["active_num"]), tracing():
+            loss = F.cross_entropy(forward(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--workers", type=int, default=0, help="host loader worker processes")
     parser.add_argument("--device", default="cpu", help="device of the end-to-end part")
     parser.add_argument("--verbose", action="store_true", help="print every timed round")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each variant through torch.compile (part 1)")  # fmt: skip
     parser.add_argument("--out", default="results/benchmarks/train_step.md")
     args = parser.parse_args(argv)
 
@@ -154,13 +162,17 @@ def main(argv: list[str] | None = None) -> str:
     x = normalize(torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, generator=g))
     y = torch.randint(0, 10, (args.batch,), generator=g)
     steps = {m: make_step(m, x, y) for m in VARIANTS}
-    times: dict[str, list[float]] = {m: [] for m in VARIANTS}
+    if args.compile:  # compiled by the warm-up rounds (minutes on a CPU)
+        steps |= {f"{m} (compiled)": make_step(m, x, y, compiled=True) for m in VARIANTS}
+    times: dict[str, list[float]] = {m: [] for m in steps}
     for r in range(args.rounds + 2):
         for m, step in steps.items():
             t0 = time.perf_counter()
             step()
             if r >= 2:  # two warm-up rounds
                 times[m].append(time.perf_counter() - t0)
+            if args.verbose:
+                print(f"round {r} {m}: {time.perf_counter() - t0:.2f} s", flush=True)
     med = {m: statistics.median(t) for m, t in times.items()}
     model_only = args.batch / med["basic"]
     device = torch.device(args.device)
@@ -173,9 +185,15 @@ def main(argv: list[str] | None = None) -> str:
         "| variant | step (ms) | ratio to plain | images/s |",
         "| --- | --- | --- | --- |",
     ]
-    for m in VARIANTS:
-        lines.append(f"| {m} | {med[m] * 1e3:.0f} | {med[m] / med['basic']:.2f}x | "
+    for m in steps:
+        plain = "basic (compiled)" if m.endswith("(compiled)") else "basic"
+        lines.append(f"| {m} | {med[m] * 1e3:.0f} | {med[m] / med[plain]:.2f}x | "
                      f"{args.batch / med[m]:.0f} |")  # fmt: skip
+    if args.compile:
+        lines += ["", "Compiled rows: `torch.compile` (default mode, inductor) with the style "
+                  "layers in the graph; their ratio is to the compiled plain step. Compiled, "
+                  "every CrossNorm unit restyles at every step and its switch "
+                  "selects."]  # fmt: skip
     host, resident = rates["host loader"], rates["device-resident"]
     share = resident["train"] / model_only
     sncn = med["sncn"] / med["basic"]
