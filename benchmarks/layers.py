@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmarks._common import publish
+from benchmarks._common import publish, steady_allocator
 from sncn.layers import CrossNorm, SelfNorm
 
 SHAPES = {
@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per layer")
     parser.add_argument("--out", default="results/benchmarks/layers.md", help="markdown table")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="glibc's default malloc (page faults: +-1x run to run)")  # fmt: skip
     args = parser.parse_args(argv)
+    allocator = "default allocator" if args.default_allocator else steady_allocator()
 
     rows = []
     names: list[str] = []
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> str:
     head = "| shape | N, C, H, W | BatchNorm2d (ms) | " + " | ".join(names[1:]) + " |"
     lines = [
         f"# Layer benchmark: forward+backward, ratio to BatchNorm2d ({torch.get_num_threads()} "
-        f"threads, torch {torch.__version__}, CPU, median of {args.rounds} interleaved rounds)",
+        f"threads, torch {torch.__version__}, CPU, median of {args.rounds} interleaved rounds; "
+        f"{allocator})",
         "",
         head,
         "|" + " --- |" * (3 + len(names) - 1),
