@@ -1149,6 +1149,12 @@ def _check_crossnorm_args(instances: int, crop: str, lam: float | None) -> None:
         raise ValueError(f"lam must be in [0, 1] or None, got {lam}.")
 
 
+#: Fixed switch buffers per style layer, used in turn (:class:`StyleLayer`): two settings per
+#: switched forward (on, then off on leaving :func:`crossnorm_step`), so a step may run four
+#: switched forwards before its backward.
+SWITCH_SLOTS = 8
+
+
 def _traced() -> bool:
     """Whether ``torch.compile`` is tracing the current call (then a style layer's switch is
     read as a tensor, :class:`StyleLayer`)."""
@@ -1163,32 +1169,43 @@ class StyleLayer(nn.Module):
     Subclasses implement :meth:`transform`, and :meth:`check_input`, which runs at every forward,
     on or off, so that an input the layer would reject when on is rejected from the first step.
 
-    The switch is kept twice: as the Python bool ``active`` and as ``switch``, a 0-d bool buffer
-    on the layer's device (not in the state dict), replaced by a new one when ``active`` changes
-    (a device-side fill: no host synchronisation; a new tensor, so that a backward still to run
-    finds the switch its forward saw). Run eagerly, the layer reads ``active`` and restyles only
-    when on. Traced by ``torch.compile``, it reads ``switch``: it restyles at every training
-    forward and returns ``torch.where(switch, restyled, x)``, so every on/off pattern of a
-    model's units runs the same graph (a Python attribute would be a guard, and each pattern a
-    recompilation). That costs a restyling of every unit per step where eager mode restyles
-    the ``active_num`` chosen ones, and each unit draws its pairing and boxes at every step: a
-    compiled run draws other random numbers than an eager one (the same distributions).
+    The switch is kept twice: as the Python bool ``active`` and as ``switch``, a 0-d bool tensor
+    on the layer's device (a buffer, not in the state dict). Run eagerly, the layer reads
+    ``active`` and restyles only when on. Traced by ``torch.compile``, it reads ``switch``: it
+    restyles at every training forward and returns ``torch.where(switch, restyled, x)``, so
+    every on/off pattern of a model's units runs the same graph (a Python attribute would be a
+    guard, and each pattern a recompilation). That costs a restyling of every unit per step
+    where eager mode restyles the ``active_num`` chosen ones, and each unit draws its pairing
+    and boxes at every step: a compiled run draws other random numbers than an eager one (the
+    same distributions).
 
-    Why a new tensor rather than an in-place write: a compiled graph saves the switch for its
-    backward (``where``'s), and trainers that run several forwards before one backward (the
-    consistency and AugMix losses) switch between them; written in place, the pending backward
-    would read the newer value (autograd stops it: the saved tensor's version changed; the
-    compiler saves the buffer itself even where the forward copies it). The cost under CUDA
-    graphs (``mode="reduce-overhead"``): a buffer is a static input, so a switch at a new
-    address makes cudagraph trees re-record (up to
-    ``torch._inductor.config.triton.cudagraph_unexpected_rerecord_limit``, then that graph
-    runs without CUDA graphs). Not yet measured on a GPU.
+    ``switch`` is one of :data:`SWITCH_SLOTS` fixed 0-d buffers (``switch_0``, ...), used in
+    turn: each setting of ``active`` moves to the next slot and writes the value there (a
+    device-side fill: no host synchronisation). Not the same tensor, because a compiled graph
+    saves the switch for its backward (``where``'s) and trainers that run several forwards
+    before one backward (the consistency and AugMix losses) switch between them: a write into
+    the saved tensor would change what the pending backward reads (autograd stops it: the saved
+    tensor's version changed; the compiler saves the buffer itself even where the forward copies
+    it). Not a new tensor each time, because under CUDA graphs (``mode="reduce-overhead"``) a
+    buffer is a static input: at a new address each step, cudagraph trees would record a new
+    graph each step. :func:`activate_crossnorm` and :func:`deactivate_crossnorm` set every
+    unit of a model once, so all units move in step and a forward sees one of
+    ``SWITCH_SLOTS / 2`` sets of addresses: at most that many CUDA graphs, whatever the
+    patterns (twice that if units are also switched one by one). A step may run up to ``SWITCH_SLOTS / 2`` switched forwards before its backward.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("switch", torch.zeros((), dtype=torch.bool), persistent=False)
+        for k in range(SWITCH_SLOTS):
+            self.register_buffer(f"switch_{k}", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._slot = 0
         self._active = False
+        self.switch: Tensor = self.switch_0  # the current slot (an attribute, not a buffer)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, D102 - nn.Module's: moves the slots
+        super()._apply(fn, recurse)
+        self.switch = getattr(self, f"switch_{self._slot}")
+        return self
 
     @property
     def active(self) -> bool:
@@ -1197,10 +1214,11 @@ class StyleLayer(nn.Module):
 
     @active.setter
     def active(self, value: bool) -> None:
-        value = bool(value)
-        if value != self._active:  # a new tensor: a backward pending may have saved the old one
-            self.switch = torch.full_like(self.switch, value)
-        self._active = value
+        self._active = bool(value)
+        self._slot = (self._slot + 1) % SWITCH_SLOTS  # never the slot a pending backward saved
+        switch = getattr(self, f"switch_{self._slot}")
+        switch.fill_(self._active)
+        self.switch = switch
 
     def check_input(self, x: Tensor, mask: Tensor | None = None) -> None:
         """Raise a ValueError for an input :meth:`transform` would reject (cheap: no data read)."""
@@ -1431,12 +1449,11 @@ def activate_crossnorm(
     if active_num < 0:
         raise ValueError(f"active_num must be >= 0, got {active_num}.")
     layers = style_layers(model)
-    deactivate_crossnorm(model)
-    if not layers or float(torch.rand((), generator=generator)) >= cn_prob:
-        return []
-    chosen = torch.randperm(len(layers), generator=generator)[:active_num].tolist()
-    for i in chosen:
-        layers[i][1].active = True
+    chosen: list[int] = []
+    if layers and float(torch.rand((), generator=generator)) < cn_prob:
+        chosen = torch.randperm(len(layers), generator=generator)[:active_num].tolist()
+    for i, (_, layer) in enumerate(layers):  # each unit set once: their switches move in step
+        layer.active = i in chosen
     return [layers[i][0] for i in sorted(chosen)]
 
 

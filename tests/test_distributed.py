@@ -146,7 +146,7 @@ def test_ddp_leaves_the_style_layers_switches_to_each_rank(tmp_path):
     # (a compiled backward still to run holds the switch its forward saw)
     import torch.distributed as dist
 
-    from sncn.layers import CNSN, style_layers
+    from sncn.layers import CNSN, SWITCH_SLOTS
     from sncn.train.distributed import DistInfo, wrap_ddp
 
     dist.init_process_group(
@@ -156,12 +156,9 @@ def test_ddp_leaves_the_style_layers_switches_to_each_rank(tmp_path):
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), CNSN(4), torch.nn.Conv2d(4, 4, 3))
         ddp = wrap_ddp(model, DistInfo(backend="gloo"))
         ignored = set(ddp.parameters_to_ignore)
-        assert (
-            ignored
-            == {f"{name}.switch" for name, _ in style_layers(model)}
-            == {"1.crossnorm.switch"}
-        )
-        assert "0.weight" not in ignored
+        switches = {f"1.crossnorm.{name}" for name, _ in model[1].crossnorm.named_buffers()}
+        assert ignored == switches and len(switches) == SWITCH_SLOTS
+        assert not any(name.startswith("0.") for name in ignored)
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -352,18 +352,56 @@ def test_compiled_training_is_one_graph_for_every_switch_pattern(monkeypatch, cr
         torch.testing.assert_close(a, b, rtol=1e-2 if fast else 1e-4, atol=1e-3 if fast else 1e-6)
 
 
-def test_the_switch_is_a_new_tensor_on_the_layer_device_when_it_changes():
-    # a pending backward keeps the switch its forward saw; state dicts do not hold it
+@pytest.mark.slow
+def test_compiled_consistency_step_switches_between_its_forwards(monkeypatch):
+    # three forwards (CrossNorm off, on, on) before one backward: each keeps the switch it saw
+    # (the fixed slots), so the compiled step equals the eager one run as traced
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    import sncn.layers
+
+    monkeypatch.setattr(sncn.layers, "_traced", lambda: True)  # the eager model as traced
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = tiny_net()
+    torch.manual_seed(0)
+    reference = tiny_net()
+    trainer = ConsistencyTrainer(model, sgd(model, 0.05), cn_prob=1.0,
+                                 compile={"backend": "aot_eager"})  # fmt: skip
+    eager = ConsistencyTrainer(reference, sgd(reference, 0.05), cn_prob=1.0)
+    x, y = toy_data(8)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        ours = trainer.update((x, y))["loss"]
+        torch.manual_seed(seed)
+        assert ours == pytest.approx(eager.update((x, y))["loss"], rel=1e-5, abs=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
+def test_the_switch_moves_through_fixed_slots_in_step_across_units():
+    # every setting writes the next of SWITCH_SLOTS fixed buffers (a pending backward keeps the
+    # one its forward saw), and the switch step moves all units together: the forwards of any
+    # number of steps see SWITCH_SLOTS / 2 sets of switch tensors, the bound on CUDA graphs
+    from sncn.layers import SWITCH_SLOTS, crossnorm_step
+
     layer = CrossNorm(4)
     first = layer.switch
     layer.active = True
     assert layer.switch is not first and bool(layer.switch) and not bool(first)
-    same = layer.switch
-    layer.active = True
-    assert layer.switch is same  # unchanged: nothing written
-    assert "switch" not in layer.state_dict() and layer.switch.dtype == torch.bool
-    layer.to(torch.float64).active = False
-    assert layer.switch.dtype == torch.bool and not bool(layer.switch)
+    assert "switch" not in layer.state_dict() and len(list(layer.buffers())) == SWITCH_SLOTS
+    layer.to(torch.float64)  # moved (here: kept) slots, the switch still one of them
+    assert any(layer.switch is b for b in layer.buffers()) and bool(layer.switch)
+    model = tiny_net()
+    units = [m for _, m in style_layers(model)]
+    seen = set()
+    for _ in range(40):
+        with crossnorm_step(model, 0.7, 1):
+            seen.add(tuple(id(u.switch) for u in units))
+            assert [bool(u.switch) for u in units] == [u.active for u in units]
+    assert len(seen) == SWITCH_SLOTS // 2
+    assert not any(bool(u.switch) for u in units)
 
 
 @pytest.mark.gpu

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sncn.layers import style_layers
+from sncn.layers import SWITCH_SLOTS, style_layers
 from sncn.utils import resolve_device
 
 __all__ = [
@@ -136,7 +136,8 @@ def wrap_ddp(model: nn.Module, info: DistInfo, sync_bn: bool = False) -> nn.Modu
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # each rank sets its style layers' switches itself (sncn.layers.StyleLayer): DDP's buffer
     # broadcast before every forward would write them in place, under a backward still to run
-    switches = [f"{name}.switch" for name, _ in style_layers(model)]
+    switches = [f"{name}.switch_{k}" for name, _ in style_layers(model)
+                for k in range(SWITCH_SLOTS)]  # fmt: skip
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, switches)
     ids = [info.local_rank] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
