@@ -1188,10 +1188,11 @@ class StyleLayer(nn.Module):
     tensor's version changed; the compiler saves the buffer itself even where the forward copies
     it). Not a new tensor each time, because under CUDA graphs (``mode="reduce-overhead"``) a
     buffer is a static input: at a new address each step, cudagraph trees would record a new
-    graph each step. :func:`activate_crossnorm` and :func:`deactivate_crossnorm` set every
-    unit of a model once, so all units move in step and a forward sees one of
-    ``SWITCH_SLOTS / 2`` sets of addresses: at most that many CUDA graphs, whatever the
-    patterns (twice that if units are also switched one by one). A step may run up to ``SWITCH_SLOTS / 2`` switched forwards before its backward.
+    graph each step. :func:`activate_crossnorm` and :func:`deactivate_crossnorm` set every unit
+    of a model once, so all units move in step and a forward sees one of ``SWITCH_SLOTS / 2``
+    sets of addresses: at most that many CUDA graphs, whatever the patterns (twice that if units
+    are also switched one by one). A step may run up to ``SWITCH_SLOTS / 2`` switched forwards
+    before its backward.
     """
 
     def __init__(self) -> None:
