@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     small = {"depth": 10, "widen_factor": 1} if args.smoke else {}
     rates: dict[tuple[str, bool | str], float] = {}
     if 1 in args.stages:
-        report.add(cuda_tests(min(120.0, clock.left() / 4), args.smoke))
+        report.add(cuda_tests(min(150.0, clock.left() / 4), args.smoke))
     if 2 in args.stages:
         report.add(layer_timings(device, 3 if args.smoke else 25,
                                  SMOKE_SHAPES if args.smoke else SHAPES))  # fmt: skip

@@ -439,6 +439,49 @@ def test_on_cuda_a_step_never_waits_and_an_epoch_waits_a_fixed_number_of_times()
     assert waits(2) == waits(6)  # per epoch, not per step
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_crossnorm_step_never_waits():
+    # the switch (its slots), the pairing and the crop boxes all live on the device: steps of
+    # the tiny net with both units on (one cropping "both") make no host synchronisation
+    torch.manual_seed(0)
+    model = tiny_net().cuda()
+    trainer = Trainer(model, sgd(model, 0.05), cn_prob=1.0, active_num=2, amp=True,
+                      channels_last=True)  # fmt: skip
+    x, y = (t.cuda() for t in toy_data(16))
+    trainer.update((x, y), sync=False)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            logs = trainer.update((x, y), sync=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert math.isfinite(float(logs["loss"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_compiled_crossnorm_step_is_one_graph_under_cuda_graphs():
+    # inductor with CUDA graphs (mode "reduce-overhead"), bfloat16 and channels_last: switching
+    # the units on and off step by step neither recompiles nor breaks the graph
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = tiny_net().cuda()
+    trainer = Trainer(model, sgd(model, 0.05), cn_prob=0.6, active_num=1, amp=True,
+                      channels_last=True, compile={"mode": "reduce-overhead"})  # fmt: skip
+    x, y = (t.cuda() for t in toy_data(16))
+    trainer.update((x, y))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        losses = [trainer.update((x, y))["loss"] for _ in range(10)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
 def test_crossnorm_units_are_found_through_the_trainer_model():
     model = tiny_net()
     assert len([m for m in model.modules() if isinstance(m, CrossNorm)]) == 2
