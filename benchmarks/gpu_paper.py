@@ -10,8 +10,9 @@ It installs nothing and stops with a clear message when no CUDA device exists. W
 1. runs the CUDA-only tests (``pytest -m gpu``);
 2. times SelfNorm and CrossNorm (every crop mode) forward+backward against ``nn.BatchNorm2d`` in
    bfloat16 autocast at the WRN-40-2 and ResNet-50 shapes, side by side (``benchmarks.layers``);
-3. times the WRN-40-2 training step (plain, SN, CN, SNCN; with and without ``torch.compile``
-   where ``--compile`` asks for it) and projects the wall time of a 100-epoch paper run;
+3. times the WRN-40-2 training step (plain, SN, CN, SNCN eagerly; plain and SNCN through
+   ``torch.compile`` too, in ``--compile``'s mode) and projects the wall time of a 100-epoch
+   paper run;
 4. trains as many paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, the released settings; basic
    and SNCN first, then the other Table 1 methods; ``--concurrent K`` of them at once, as K
    processes sharing the GPU; AugMix views made on the device unless ``--augmix reference``)
@@ -48,6 +49,9 @@ SMOKE_SHAPES = {"WRN-40-2 block 3 (smoke: batch 8)": (8, 128, 8, 8)}
 
 #: Targets of issue 17 (ratio to BatchNorm2d on CUDA in bf16 at the WRN-40-2 shapes).
 LAYER_TARGETS = {"SelfNorm (g)": 1.3, "CrossNorm (neither)": 2.0, "CrossNorm (both)": 2.5}
+
+#: The methods stage 3 also times compiled (each compilation takes a minute or more).
+COMPILED_METHODS = ("basic", "sncn")
 
 #: Images of CIFAR-10's training set: a paper epoch.
 TRAIN_IMAGES = 50_000
@@ -191,14 +195,17 @@ def step_timer(
 
 def step_timings(
     device: torch.device, methods: Sequence[str], compiled: Sequence[bool | str], steps: int,
-    batch: int,
-    model_kwargs: dict, clock: Clock,
-) -> tuple[str, dict[tuple[str, bool], float]]:  # fmt: skip
-    """Images/s of the training step per method and compile mode (False: eager); the section
+    batch: int, model_kwargs: dict, clock: Clock,
+    compiled_methods: Sequence[str] = COMPILED_METHODS,
+) -> tuple[str, dict[tuple[str, bool | str], float]]:  # fmt: skip
+    """Images/s of the training step per method and compile mode (False: eager; the compiled
+    modes for ``compiled_methods`` only, each a compilation of a minute or more); the section
     and the rates."""
     rates: dict[tuple[str, bool | str], float] = {}
     for method in methods:
         for compile_model in compiled:
+            if compile_model and method not in compiled_methods:
+                continue
             if clock.left() < 60:
                 break
             step = step_timer(method, device, batch, compile_model, model_kwargs)
@@ -361,10 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=570, help="wall-time budget in seconds")
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="stage 4, in order")
-    parser.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
-                        help="stage 3: also time the step through torch.compile in MODE "
-                             "(default; reduce-overhead: CUDA graphs; max-autotune); stage 4: "
-                             "train compiled")  # fmt: skip
+    parser.add_argument("--compile", default="default", metavar="MODE",
+                        help="stage 3: also time basic and SNCN through torch.compile in MODE "
+                             "(default: 'default'; reduce-overhead: CUDA graphs; max-autotune; "
+                             "none: eager only)")  # fmt: skip
+    parser.add_argument("--train-compiled", action="store_true",
+                        help="stage 4: train through torch.compile in --compile's MODE (default: "
+                             "eagerly)")  # fmt: skip
     parser.add_argument("--concurrent", type=int, default=1, metavar="K",
                         help="stage 4: train K runs at once on the GPU, as K processes (default "
                         "1). The time projection assumes no gain from sharing: a wave of K runs "
@@ -404,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(layer_timings(device, 3 if args.smoke else 25,
                                  SMOKE_SHAPES if args.smoke else SHAPES))  # fmt: skip
     if 3 in args.stages:
-        modes = [False, args.compile] if args.compile else [False]
+        modes = [False] if args.compile == "none" else [False, args.compile]
         section, rates = step_timings(
             device, ("basic", "sn", "cn", "sncn"), modes,
             steps=2 if args.smoke else 30, batch=8 if args.smoke else 128, model_kwargs=small,
@@ -413,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(section)
     if 4 in args.stages:
         report.add(paper_runs(device, args.methods, rates, clock, args.results, args.smoke,
-                              args.compile, args.concurrent, args.augmix))  # fmt: skip
+                              args.train_compiled and args.compile != "none" and args.compile,
+                              args.concurrent, args.augmix))  # fmt: skip
     report.add(f"Done in {_minutes(args.budget - clock.left())} of the "
                f"{_minutes(args.budget)} budget.")  # fmt: skip
     return 0

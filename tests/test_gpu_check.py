@@ -22,7 +22,7 @@ def test_without_cuda_it_stops_with_one_clear_message(tmp_path, capsys):
 def test_every_stage_runs_at_toy_scale_on_the_cpu(tmp_path):
     out, paper = tmp_path / "gpu.md", tmp_path / "paper"
     argv = ["--smoke", "--device", "cpu", "--stages", "2", "3", "4", "--methods", "basic",
-            "--out", str(out), "--results", str(paper)]  # fmt: skip
+            "--compile", "none", "--out", str(out), "--results", str(paper)]  # fmt: skip
     assert gpu_paper.main(argv) == 0
     text = out.read_text()
     assert text.startswith("# GPU check") and "torch " + torch.__version__ in text
@@ -98,3 +98,14 @@ def test_untimed_methods_are_projected_per_view():
         3,
         3,
     ]
+
+
+@pytest.mark.slow
+def test_stage_3_times_basic_and_sncn_compiled_by_default(tmp_path):
+    # inductor on the CPU at toy scale: the compiled rows are there, for basic and SNCN only
+    out = tmp_path / "gpu.md"
+    assert gpu_paper.main(["--smoke", "--device", "cpu", "--stages", "3", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert all(f"| {m} | no |" in text for m in ("basic", "sn", "cn", "sncn"))
+    assert "| basic | default |" in text and "| sncn | default |" in text
+    assert "| sn | default |" not in text and "| cn | default |" not in text
