@@ -302,7 +302,7 @@ def batches(epoch, generator):
         time.sleep(0.05)
     with open(log, "a") as f:
         f.write(f"epoch {epoch}\\n")
-    time.sleep(0.3)
+    time.sleep(1.0)  # the other process reaches the lock meanwhile, even on a loaded machine
     x = torch.randn(8, 4, generator=generator)
     return [(x, (x[:, 0] > 0).long())]
 
