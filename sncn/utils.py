@@ -283,6 +283,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+    deadline = time.monotonic() + 30
     for process in processes:
         process.join()
+        # the pool's own thread may have reaped it first: its exit code then shows a moment later
+        while process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
     pool.shutdown(wait=True)
