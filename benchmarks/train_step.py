@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from benchmarks._common import publish
+from benchmarks._common import publish, steady_allocator
 from sncn.data.vision import CIFAR_MEAN, CIFAR_STD, ArrayDataset, load_cifar, normalize
 from sncn.experiments.cifar_c import training_batches
 from sncn.hparams import cifar_setting
@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--compile", action="store_true",
                         help="also time each variant through torch.compile (part 1)")  # fmt: skip
     parser.add_argument("--out", default="results/benchmarks/train_step.md")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="glibc's default malloc (page faults: noisier ratios)")  # fmt: skip
     args = parser.parse_args(argv)
+    allocator = "default allocator" if args.default_allocator else steady_allocator()
 
     g = torch.Generator().manual_seed(0)
     x = normalize(torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, generator=g))
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> str:
 
     lines = [
         f"# WRN-40-2 training step, CPU ({torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}), batch {args.batch}, median of {args.rounds} interleaved rounds",
+        f"{torch.__version__}), batch {args.batch}, median of {args.rounds} interleaved rounds; "
+        f"{allocator}",
         "",
         "| variant | step (ms) | ratio to plain | images/s |",
         "| --- | --- | --- | --- |",
