@@ -44,9 +44,13 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.corruptions
 
 # on one CUDA GPU, in at most 10 minutes: the CUDA tests, layer and step timings, and paper-scale
-# WRN-40-2 Table 1 cells (results/benchmarks/gpu.md, results/paper/tables/table1_gpu_check.md)
-gpu-check: $(STAMP)
-	$(PY) -m benchmarks.gpu_paper
+# WRN-40-2 Table 1 cells (results/benchmarks/gpu.md, results/paper/tables/table1_gpu_check.md).
+# Installs nothing: the venv's python where `make env` made one, else the machine's own python3
+# and its torch (a GPU image without a package registry), reading sncn from this tree.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_ARGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) -m benchmarks.gpu_paper $(GPU_ARGS)
 
 # The wheel and sdist (dist/), checked by twine, then the wheel alone (its core dependencies
 # only) in a fresh venv, where the library imports and the layer tests pass. Takes minutes: pip

@@ -3,6 +3,12 @@ toy scale on the CPU, each writing its section as soon as it is done."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -41,6 +47,19 @@ def test_a_section_is_on_disk_as_soon_as_its_stage_is_done(tmp_path):
     assert "# GPU check" in (tmp_path / "gpu.md").read_text()
     report.add("## 1. first")
     assert (tmp_path / "gpu.md").read_text().rstrip().endswith("## 1. first")
+
+
+def test_cuda_tests_run_past_test_files_that_cannot_be_imported(tmp_path):
+    # a GPU image without the notebooks' packages: those files are listed, the CUDA tests still run
+    (tmp_path / "test_broken.py").write_text("import a_package_this_machine_lacks\n")
+    (tmp_path / "test_cuda.py").write_text(
+        "import pytest\n\n@pytest.mark.gpu\ndef test_on_the_gpu():\n    assert True\n\n"
+        "def test_elsewhere():\n    assert True\n"
+    )
+    section = gpu_paper.cuda_tests(300, smoke=False, tests=[str(tmp_path)])
+    lines = section.splitlines()
+    assert lines[2].startswith("Result: 1 passed, 1 deselected") and "1 error" in lines[2], section
+    assert lines[3].startswith("- ERROR ") and lines[3].endswith("test_broken.py"), section
 
 
 def test_compile_modes_reach_the_trainer_as_torch_compile_options():
@@ -109,3 +128,51 @@ def test_stage_3_times_basic_and_sncn_compiled_by_default(tmp_path):
     assert all(f"| {m} | no |" in text for m in ("basic", "sn", "cn", "sncn"))
     assert "| basic | default |" in text and "| sncn | default |" in text
     assert "| sn | default |" not in text and "| cn | default |" not in text
+
+
+SCRIPT = Path(gpu_paper.REPO) / "benchmarks" / "device_check.sh"
+
+
+def device_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``bash benchmarks/device_check.sh ARGS`` with ``env`` over this environment."""
+    full = {k: v for k, v in os.environ.items() if k != "SNCN_CACHE"} | env
+    return subprocess.run(["bash", str(SCRIPT), *args], env=full, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+
+
+def test_device_script_stages_the_cifar_archive_or_says_where_it_looked(tmp_path):
+    mirror, staged = tmp_path / "mirror", tmp_path / "staged"
+    (mirror / "cifar10").mkdir(parents=True)
+    (mirror / "cifar10" / "cifar10-jpeg.tar.gz").write_bytes(b"the archive")
+    done = device_script("stage", str(mirror), env={"GPU_MIRROR": str(staged)})
+    assert done.returncode == 0, done.stderr
+    assert (staged / "cifar10" / "cifar10-jpeg.tar.gz").read_bytes() == b"the archive"
+    missing = device_script("stage", str(tmp_path / "nowhere"), env={"GPU_MIRROR": str(staged)})
+    assert missing.returncode == 2
+    assert f"no CIFAR-10 archive at {tmp_path}/nowhere" in missing.stderr
+    assert device_script("neither", env={}).returncode == 2
+
+
+@pytest.mark.slow
+def test_device_script_runs_the_check_and_packs_what_it_wrote(tmp_path):
+    # an empty mirror and data root: the embedded sample, as on a machine without the data
+    env = {"GPU_MIRROR": str(tmp_path / "mirror"), "OUT": str(tmp_path / "out"),
+           "RESULTS": str(tmp_path / "paper"), "SNCN_DATA": str(tmp_path / "data"),
+           "SNCN_SAMPLE": "1", "GPU_PY": sys.executable, "TQDM_DISABLE": "1"}  # fmt: skip
+    done = device_script("run", "--smoke", "--device", "cpu", "--stages", "4", "--methods",
+                         "basic", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    assert names == {"gpu.md", "gpu_check.log", "nvidia-smi.csv", "table1_gpu_check.md",
+                     "table1_gpu_check.csv", "paper_runs.tar.gz"}  # fmt: skip
+    assert "| cifar10 | wrn | basic | 1 |" in (out / "gpu.md").read_text()
+    assert "## 4. Paper-profile" in (out / "gpu_check.log").read_text()
+    with tarfile.open(out / "paper_runs.tar.gz") as tar:
+        packed = tar.getnames()
+    assert any(n.startswith("paper/runs/") and n.endswith("/metrics.json") for n in packed)
+    assert not any(n.endswith((".pt", ".pth")) for n in packed)  # no checkpoints
+    if not torch.cuda.is_available():  # the check's exit status and message come through
+        stopped = device_script("run", env=env)
+        assert stopped.returncode == 2
+        assert "no CUDA device" in (out / "gpu_check.log").read_text()

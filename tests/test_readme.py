@@ -96,6 +96,16 @@ def test_make_bench_runs_every_benchmark_the_readme_names():
     assert not missing, f"make bench skips {sorted(missing)}"
 
 
+def test_make_gpu_check_installs_nothing(tmp_path: Path):
+    # a GPU image has its own torch and no package registry: no venv is made there, no pip runs
+    assert "installing nothing" in README
+    for venv, python in ((".venv", ".venv/bin/python"), (str(tmp_path / "none"), "python3")):
+        lines = make_dry_run("gpu-check", f"VENV={venv}")
+        assert not any("pip" in line or "-m venv" in line for line in lines), lines
+        (line,) = [line for line in lines if "-m benchmarks.gpu_paper" in line]
+        assert f" {python} -m benchmarks.gpu_paper" in line and f"PYTHONPATH={ROOT}" in line
+
+
 def fake_id(tmp_path: Path, uid: int) -> Path:
     """A folder holding an ``id`` command that reports ``uid``."""
     folder = tmp_path / f"uid{uid}"
