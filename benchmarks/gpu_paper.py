@@ -32,6 +32,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -210,20 +211,25 @@ def step_timings(
     modes for ``compiled_methods`` only, each a compilation of a minute or more); the section
     and the rates."""
     rates: dict[tuple[str, bool | str], float] = {}
+    failed: dict[tuple[str, bool | str], str] = {}
     for method in methods:
         for compile_model in compiled:
             if compile_model and method not in compiled_methods:
                 continue
             if clock.left() < 60:
                 break
-            step = step_timer(method, device, batch, compile_model, model_kwargs)
-            for _ in range(3 if not compile_model else 5):  # warm-up (and compilation)
-                step()
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            _sync(device)
+            try:
+                step = step_timer(method, device, batch, compile_model, model_kwargs)
+                for _ in range(3 if not compile_model else 5):  # warm-up (and compilation)
+                    step()
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                _sync(device)
+            except Exception as error:  # a row that fails (a compiler missing) costs only itself
+                failed[method, compile_model] = _failure(error)
+                continue
             rates[method, compile_model] = steps * batch / (time.perf_counter() - t0)
     lines = [
         f"## 3. WRN-40-2 training step ({device.type}, batch {batch}, {steps} timed steps after "
@@ -236,8 +242,26 @@ def step_timings(
         projected = 100 * TRAIN_IMAGES / rate
         lines.append(f"| {method} | {compile_model or 'no'} | {rate:,.0f} | "
                      f"{_minutes(projected)} |")  # fmt: skip
+    for (method, compile_model), why in failed.items():
+        lines.append(f"| {method} | {compile_model or 'no'} | failed: {why} | - |")
     lines += ["", "Target: a 100-epoch SNCN (crop both) run in at most 10 minutes; aim for 2."]
     return "\n".join(lines), rates
+
+
+def _failure(error: BaseException) -> str:
+    """One line for the report on ``error``; its traceback goes to the console (the log)."""
+    traceback.print_exception(error)
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}".replace("|", "/")
+
+
+def _stage(heading: str, make: Callable[[], str]) -> str:
+    """``make()``'s section, or, when it raises, ``heading`` and the error: a stage that fails
+    leaves the time to the others."""
+    try:
+        return make()
+    except Exception as error:
+        return f"{heading}\n\nFailed: {_failure(error)} (the traceback is in the console log)."
 
 
 def _views(method: str) -> int:
@@ -310,7 +334,18 @@ def paper_runs(
                                            device=device)  # fmt: skip
     made = time.monotonic() - started
     print(f"CIFAR-10-C ({source}) ready in {_minutes(made)}", flush=True)
-    queue, runs, skipped, waves = list(methods), [], [], []
+    queue, runs, skipped, waves, failed = list(methods), [], [], [], []
+    profile = "smoke scale (toy budget)" if smoke else "paper profile, seed 0"
+    notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper, "
+             f"{concurrent} at a time; AugMix views: {augmix_views} (augmix_implementation).",
+             "CIFAR-C 'generated': corruptions made by sncn.corruptions from the local CIFAR "
+             "test images, not the official CIFAR-10-C files."]  # fmt: skip
+
+    def write_table() -> Path:  # after every wave: a check cut off keeps what it trained
+        title = "Table 1 cells from the GPU check"
+        rows = cifar_c.table_rows(runs)
+        return results.save_table(rows, "table1_gpu_check", results_dir, title=title, notes=notes)
+
     while queue:
         wave, planned = [], 0.0
         for method in list(queue):
@@ -327,10 +362,14 @@ def paper_runs(
             break
         started = time.monotonic()
         calls = [call(m, (len(runs) + k + 1, len(methods))) for k, m in enumerate(wave)]
-        if len(wave) == 1:
-            trained = [cifar_c.run(**calls[0])]
-        else:  # the wave's runs at once, as processes sharing the device
-            trained = cifar_c.run_concurrently(calls, len(wave))
+        try:
+            if len(wave) == 1:
+                trained = [cifar_c.run(**calls[0])]
+            else:  # the wave's runs at once, as processes sharing the device
+                trained = cifar_c.run_concurrently(calls, len(wave))
+        except Exception as error:  # the next wave still gets the time left
+            failed.append(f"{' + '.join(wave)} ({_failure(error)})")
+            continue
         grid = [("cifar10", "wrn", m, [metrics]) for m, metrics in zip(wave, trained, strict=True)]
         seconds = time.monotonic() - started
         waves.append(f"{' + '.join(wave)}: {_minutes(seconds)} (projected {_minutes(planned)})")
@@ -339,19 +378,12 @@ def paper_runs(
                   flush=True)  # fmt: skip
         print(f"wave {waves[-1]}", flush=True)
         runs += grid
+        write_table()
     heading = "## 4. Paper-profile WRN-40-2 CIFAR-10 runs (100 epochs, released settings)"
     lines = [heading, "", f"Runs at a time on the one {device.type} device (--concurrent): "
              f"{concurrent}."]  # fmt: skip
     if runs:
-        profile = "smoke scale (toy budget)" if smoke else "paper profile, seed 0"
-        notes = [f"{profile}; trained on {device.type} by python -m benchmarks.gpu_paper, "
-                 f"{concurrent} at a time; AugMix views: {augmix_views} "
-                 "(augmix_implementation).",
-                 "CIFAR-C 'generated': corruptions made by sncn.corruptions from the local CIFAR "
-                 "test images, not the official CIFAR-10-C files."]  # fmt: skip
-        title = "Table 1 cells from the GPU check"
-        path = results.save_table(cifar_c.table_rows(runs), "table1_gpu_check", results_dir,
-                                  title=title, notes=notes)  # fmt: skip
+        path = write_table()
         table = path.read_text()
         lines += ["", table.split("\n", 2)[2].strip(), "", f"Written to {path}."]
         times = [f"{m}: {_minutes(s[0]['train_seconds'])} training, "
@@ -364,6 +396,8 @@ def paper_runs(
                   + "; ".join(waves)]  # fmt: skip
     if skipped:
         lines += ["", "Not trained (time): " + "; ".join(skipped)]
+    if failed:
+        lines += ["", "Failed (the tracebacks are in the console log): " + "; ".join(failed)]
     return "\n".join(lines)
 
 
@@ -419,20 +453,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if 1 in args.stages:
         report.add(cuda_tests(min(150.0, clock.left() / 4), args.smoke))
     if 2 in args.stages:
-        report.add(layer_timings(device, 3 if args.smoke else 25,
-                                 SMOKE_SHAPES if args.smoke else SHAPES))  # fmt: skip
+        report.add(_stage("## 2. Layers", lambda: layer_timings(
+            device, 3 if args.smoke else 25, SMOKE_SHAPES if args.smoke else SHAPES)))  # fmt: skip
     if 3 in args.stages:
         modes = [False] if args.compile == "none" else [False, args.compile]
-        section, rates = step_timings(
-            device, ("basic", "sn", "cn", "sncn"), modes,
-            steps=2 if args.smoke else 30, batch=8 if args.smoke else 128, model_kwargs=small,
-            clock=clock,
-        )  # fmt: skip
-        report.add(section)
+
+        def steps() -> str:
+            section, timed = step_timings(
+                device, ("basic", "sn", "cn", "sncn"), modes,
+                steps=2 if args.smoke else 30, batch=8 if args.smoke else 128,
+                model_kwargs=small, clock=clock,
+            )  # fmt: skip
+            rates.update(timed)
+            return section
+
+        report.add(_stage("## 3. WRN-40-2 training step", steps))
     if 4 in args.stages:
-        report.add(paper_runs(device, args.methods, rates, clock, args.results, args.smoke,
-                              args.train_compiled and args.compile != "none" and args.compile,
-                              args.concurrent, args.augmix))  # fmt: skip
+        report.add(_stage("## 4. Paper-profile WRN-40-2 CIFAR-10 runs", lambda: paper_runs(
+            device, args.methods, rates, clock, args.results, args.smoke,
+            args.train_compiled and args.compile != "none" and args.compile,
+            args.concurrent, args.augmix)))  # fmt: skip
     report.add(f"Done in {_minutes(args.budget - clock.left())} of the "
                f"{_minutes(args.budget)} budget.")  # fmt: skip
     return 0

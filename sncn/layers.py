@@ -19,6 +19,7 @@ have a hand-written backward, so neither layer costs much more than a BatchNorm.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral
@@ -263,13 +264,25 @@ def _flat_maps(x: Tensor) -> Tensor | None:
     return None
 
 
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``; ``t`` itself when it has it.
+
+    What an autograd function returns goes through here rather than a no-op ``t.to(dtype)``:
+    compiled by torch 2.11, a function whose forward returned such an alias of a tensor it made,
+    or a tensor it had changed in place, passed no gradient back (zero), silently. Traced, the
+    forwards here make their results out of place for that reason.
+    """
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _affine_values(x: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """``x * a + b`` per map, no autograd: one pass, in ``x``'s memory layout and dtype.
 
     ``a``, ``b``: ``(N, C)``. The arithmetic is in float32 for float16/bfloat16 ``x`` (in ``x``'s
     dtype otherwise) and the result is rounded once to ``x``'s dtype, so neither ``x * a`` nor
     ``b`` overflows in low precision. Written into ``out`` (shaped and laid out like ``x``; it
-    may be ``x`` itself) when given.
+    may be ``x`` itself) when given, except under ``torch.compile`` where the result may be a
+    new tensor: use the returned one.
     """
     out = torch.empty_like(x) if out is None else out
     dtype = _compute_dtype(x.dtype)
@@ -284,6 +297,8 @@ def _affine_values(x: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -
         )  # fmt: skip
         return out
     a_, b_ = _per_map(a, x.dim()), _per_map(b, x.dim())
+    if torch.compiler.is_compiling():  # a new tensor (torch 2.11: see _cast)
+        return _cast(torch.addcmul(b_, x, a_), x.dtype)
     if dtype != x.dtype:  # float16/bfloat16: a float32 result, rounded once into out
         return out.copy_(torch.addcmul(b_, x, a_))
     return torch.addcmul(b_, x, a_, out=out)
@@ -335,12 +350,15 @@ def _centred_values(
     """
     dtype = _compute_dtype(x.dtype)
     out = torch.sub(x, _per_map(mean.to(dtype), x.dim()))  # a new buffer, in dtype
-    _affine_values(out, c1, c0, out=out)  # in place
+    out = _affine_values(out, c1, c0, out=out)  # in place (eager)
     if grad is not None:
         out.addcmul_(grad, _per_map(a.to(dtype), x.dim()))
-    return out.to(x.dtype)
+    return _cast(out, x.dtype)
 
 
+#: ``coefficients(mean, std, *tensors, update=True) -> (a, c)`` of :class:`_StatAffine`: a
+#: function of its tensors alone, whose side effects (running statistics) happen only with
+#: ``update=True``, so that it can be replayed.
 Coefficients = Callable[..., tuple[Tensor, Tensor]]
 
 
@@ -359,6 +377,12 @@ class _StatAffine(torch.autograd.Function):
 
     For float16/bfloat16 ``x`` the statistics, the coefficients and both affine maps (forward
     and backward) are computed in float32, and each result is rounded once to ``x``'s dtype.
+
+    Traced by ``torch.compile``, the forward makes no tensor that requires grad (older dynamo
+    cannot trace that inside an autograd function): it saves the statistics and the tensors, and
+    the backward replays ``coefficients`` (``update=False``) through ``torch.func.vjp``. Eager,
+    the forward builds the coefficient graph and the backward differentiates it, which is
+    cheaper than a ``vjp`` outside a compiled graph. Both give the same gradients.
     """
 
     @staticmethod
@@ -367,12 +391,18 @@ class _StatAffine(torch.autograd.Function):
         denom = max(n_pos - 1, 1)
         mean, var, spare = _moments(x)  # spare: a free buffer for the result
         std = (var * (n_pos / denom) + eps).sqrt()
+        ctx.n_pos, ctx.denom = n_pos, denom
+        if torch.compiler.is_compiling():  # no grad-requiring tensor made here: replayed below
+            a, c = coefficients(mean, std, *tensors)
+            ctx.replay = coefficients
+            ctx.save_for_backward(x, mean, std, a, *tensors)
+            return _affine_values(x, a, c - a * mean, out=spare)
         with torch.enable_grad():
             leaves = (mean.requires_grad_(), std.requires_grad_())
             a, c = coefficients(*leaves, *tensors)
         ctx.graph = (leaves, a, c)
         ctx.tensors = tensors
-        ctx.n_pos, ctx.denom = n_pos, denom
+        ctx.replay = None
         ctx.save_for_backward(x)
         a_ = a.detach()
         return _affine_values(x, a_, c.detach() - a_ * mean.detach(), out=spare)
@@ -380,24 +410,32 @@ class _StatAffine(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # noqa: D102
-        (x,) = ctx.saved_tensors
-        (mean, std), a, c = ctx.graph
-        mean_, a_ = mean.detach(), a.detach()
-        sum_gcx, sum_g = _map_sums(grad, x, mean_)  # d loss / d a, d loss / d c
         needs = ctx.needs_input_grad[3:]
-        wanted = [mean, std] + [t for t, need in zip(ctx.tensors, needs, strict=True) if need]
-        out_grads = [sum_gcx.to(a.dtype), sum_g.to(c.dtype)]
-        grads = torch.autograd.grad(
-            [a, c], wanted, out_grads, retain_graph=True, allow_unused=True
-        )  # (N, C)-sized graph: kept so that backward can run again (retain_graph=True)
-        grad_mean, grad_std = (torch.zeros_like(mean_) if g is None else g for g in grads[:2])
-        grad_mean = grad_mean - a_ * sum_g  # the explicit mu_x of a * (x - mu_x)
+        if ctx.replay is not None:  # traced: the coefficient graph replayed, through its vjp
+            x, mean, std, a, *tensors = ctx.saved_tensors
+            sum_gcx, sum_g = _map_sums(grad, x, mean)  # d loss / d a, d loss / d c
+            replay = functools.partial(ctx.replay, update=False)  # no running-statistics update
+            _, vjp = torch.func.vjp(replay, mean, std, *tensors)
+            grad_mean, grad_std, *grads = vjp((sum_gcx.to(a.dtype), sum_g.to(a.dtype)))
+        else:  # eager: the graph built in forward
+            (x,) = ctx.saved_tensors
+            leaves, a_graph, c_graph = ctx.graph
+            mean, std, a = leaves[0].detach(), leaves[1].detach(), a_graph.detach()
+            sum_gcx, sum_g = _map_sums(grad, x, mean)
+            wanted = [*leaves] + [t for t, need in zip(ctx.tensors, needs, strict=True) if need]
+            out_grads = [sum_gcx.to(a.dtype), sum_g.to(c_graph.dtype)]
+            grads = torch.autograd.grad(
+                [a_graph, c_graph], wanted, out_grads, retain_graph=True, allow_unused=True
+            )  # (N, C)-sized graph: kept so that backward can run again (retain_graph=True)
+            grad_mean, grad_std = (torch.zeros_like(mean) if g is None else g for g in grads[:2])
+            rest = iter(grads[2:])
+            grads = [next(rest) if need else None for need in needs]
+        grad_mean = grad_mean - a * sum_g  # the explicit mu_x of a * (x - mu_x)
         # d mean / d x_i = 1 / n;  d std / d x_i = (x_i - mean) / ((n - 1) std), so the
         # statistics' share of grad_x is (x - mean) * c1 + c0 with per-map c1, c0.
         c1 = grad_std / (ctx.denom * std)
-        grad_x = _centred_values(x, mean_, c1, grad_mean / ctx.n_pos, grad, a_)
-        rest = iter(grads[2:])
-        grad_tensors = [next(rest) if need else None for need in needs]
+        grad_x = _centred_values(x, mean, c1, grad_mean / ctx.n_pos, grad, a)
+        grad_tensors = [g if need else None for g, need in zip(grads, needs, strict=True)]
         return (grad_x, None, None, *grad_tensors)
 
 
@@ -426,11 +464,22 @@ class ChannelFC(nn.Module):
 
     def forward(self, mean: Tensor, std: Tensor) -> Tensor:
         """``(N, C)``, ``(N, C)`` -> ``(N, C)``: ``w0 * mu + w1 * sigma`` per channel."""
-        w = self.weight.view(-1, 2).to(mean.dtype)
-        return mean * w[:, 0] + std * w[:, 1]
+        return _channel_fc(self.weight, mean, std)
 
 
-def _batch_norm(bn: nn.BatchNorm1d, z: Tensor) -> Tensor:
+def _channel_fc(weight: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """:class:`ChannelFC` with ``weight`` ``(C, 1, 2)``."""
+    w = weight.view(-1, 2).to(mean.dtype)
+    return mean * w[:, 0] + std * w[:, 1]
+
+
+def _batch_norm(
+    bn: nn.BatchNorm1d,
+    z: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    update: bool = True,
+) -> Tensor:
     """``bn(z)`` computed in ``z``'s dtype, whatever the dtype of ``bn``'s parameters and buffers.
 
     Parameters and running statistics are cast on the fly (as BatchNorm does with float16 inputs
@@ -440,13 +489,17 @@ def _batch_norm(bn: nn.BatchNorm1d, z: Tensor) -> Tensor:
     ``momentum=None``, as ``nn.BatchNorm1d``), except for a batch of one (a batch statistic of one
     value does not exist) or none, which uses the running statistics and leaves them unchanged.
     The cumulative average's factor ``1 / num_batches_tracked`` stays a tensor: no value is read
-    on the host.
+    on the host. ``weight`` and ``bias`` replace ``bn``'s; ``update=False`` gives the same output
+    and leaves the module unchanged (the replay of a call).
     """
     batch_stats = bn.training and z.shape[0] > 1
+    weight = (bn.weight if weight is None else weight).to(z.dtype)
+    bias = (bn.bias if bias is None else bias).to(z.dtype)
+    if batch_stats and not update:  # batch statistics, nothing recorded
+        return F.batch_norm(z, None, None, weight, bias, True, 0.0, bn.eps)
     if batch_stats:
         bn.num_batches_tracked.add_(1)
     mean, var = bn.running_mean.to(z.dtype), bn.running_var.to(z.dtype)  # copies if cast
-    weight, bias = bn.weight.to(z.dtype), bn.bias.to(z.dtype)
     if batch_stats and bn.momentum is None:  # cumulative average, updated below
         out = F.batch_norm(z, None, None, weight, bias, True, 0.0, bn.eps)
         with torch.no_grad():  # running += (batch - running) / num_batches_tracked
@@ -522,13 +575,26 @@ class SelfNorm(nn.Module):
         """Whether ``f`` (the mean's attention) is used."""
         return self.f_fc is not None
 
-    def attention(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``g(mu, sigma)`` and ``f(mu, sigma)`` (None in the g-only form), each ``(N, C)``."""
-        g = torch.sigmoid(_batch_norm(self.g_bn, self.g_fc(mean, std)))
-        f = None
-        if self.f_fc is not None:
-            f = torch.sigmoid(_batch_norm(self.f_bn, self.f_fc(mean, std)))
-        return g, f
+    def attention(
+        self, mean: Tensor, std: Tensor, params: Sequence[Tensor] = (), update: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """``g(mu, sigma)`` and ``f(mu, sigma)`` (None in the g-only form), each ``(N, C)``.
+
+        ``params``: tensors in the place of ``self.parameters()`` (same order), or none for the
+        module's own. ``update=False``: the BatchNorms' running statistics stay as they are
+        (the replay of a call: same result).
+        """
+        own = dict(self.named_parameters())
+        p = dict(zip(own, params, strict=True)) if params else own
+
+        def unit(name: str) -> Tensor:
+            z = _channel_fc(p[f"{name}_fc.weight"], mean, std)
+            bn = getattr(self, f"{name}_bn")
+            return torch.sigmoid(
+                _batch_norm(bn, z, p[f"{name}_bn.weight"], p[f"{name}_bn.bias"], update)
+            )
+
+        return unit("g"), (unit("f") if self.f_fc is not None else None)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Recalibrate ``x`` ``(N, C, ...)``; same shape out.
@@ -547,9 +613,12 @@ class SelfNorm(nn.Module):
         mean, std = _masked_stats(x, mask, self.eps)
         return torch.where(mask, _affine(x, mean, *self._coefficients(mean, std)), x)
 
-    def _coefficients(self, mean: Tensor, std: Tensor, *_params: Tensor) -> tuple:
-        """Eq. 2 as ``a * (x - mu) + c``: ``a = g``, ``c = f mu`` (g-only: ``c = g mu``)."""
-        g, f = self.attention(mean, std)  # (N, C) each
+    def _coefficients(
+        self, mean: Tensor, std: Tensor, *params: Tensor, update: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 2 as ``a * (x - mu) + c``: ``a = g``, ``c = f mu`` (g-only: ``c = g mu``);
+        ``params`` and ``update`` as :meth:`attention` takes them."""
+        g, f = self.attention(mean, std, params, update)  # (N, C) each
         return g, (g if f is None else f) * mean
 
     def extra_repr(self) -> str:
@@ -944,7 +1013,9 @@ def crossnorm(
     if crop in ("style", "both"):
         style_box = _crop_mask(x, beta, threshold, generator, box)
 
-    def coefficients(mean_a: Tensor, std_a: Tensor, *stats_b: Tensor) -> tuple[Tensor, Tensor]:
+    def coefficients(
+        mean_a: Tensor, std_a: Tensor, *stats_b: Tensor, update: bool = True
+    ) -> tuple[Tensor, Tensor]:  # no side effects: ``update`` changes nothing
         mean_b, std_b = stats_b or (mean_a, std_a)  # (N, C) each
         if instances == 2:  # Eq. 5: same channel of the partner sample
             mean_b, std_b = mean_b[partner], std_b[partner]
@@ -1086,7 +1157,7 @@ class _RegionStats(torch.autograd.Function):
             grad.addcmul_(_per_map(c0, d), weight)
         if grad is None:  # no statistic has a gradient
             grad = grad_x
-        return None if grad is None else grad.to(x.dtype), None, *(None for _ in ctx.boxed)
+        return None if grad is None else _cast(grad, x.dtype), None, *(None for _ in ctx.boxed)
 
 
 class _CropAffine(torch.autograd.Function):
@@ -1120,7 +1191,11 @@ class _CropAffine(torch.autograd.Function):
             out = _affine_values(x, a, c - a * mean)
         else:
             out = torch.addcmul(x, centred, _per_map(a - 1, d))
-            out = out.addcmul_(_per_map(c - mean, d), weight).to(x.dtype)
+            shift = (_per_map(c - mean, d), weight)
+            # in place when eager; compiled by torch 2.11, a forward that changed its result in
+            # place passed no gradient back
+            compiled = torch.compiler.is_compiling()
+            out = _cast(torch.addcmul(out, *shift) if compiled else out.addcmul_(*shift), x.dtype)
         ctx.save_for_backward(x, mean, a, weight, centred)
         return out
 
@@ -1135,7 +1210,7 @@ class _CropAffine(torch.autograd.Function):
             acc = grad.to(weight.dtype)
             sum_g = _masked_sums(acc, weight)
             sum_gcx = _map_sums(acc, centred, torch.zeros_like(sum_g))[0]  # sum(g * centred)
-            grad_x = torch.mul(acc, _per_map(a, x.dim())).lerp_(acc, 1 - weight).to(x.dtype)
+            grad_x = _cast(torch.mul(acc, _per_map(a, x.dim())).lerp_(acc, 1 - weight), x.dtype)
         sum_gcx, sum_g = sum_gcx.to(a.dtype), sum_g.to(a.dtype)
         return grad_x, -a * sum_g, sum_gcx, sum_g, None, None
 

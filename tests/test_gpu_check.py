@@ -62,6 +62,55 @@ def test_cuda_tests_run_past_test_files_that_cannot_be_imported(tmp_path):
     assert lines[3].startswith("- ERROR ") and lines[3].endswith("test_broken.py"), section
 
 
+def test_a_failing_stage_or_row_is_reported_and_the_rest_runs(tmp_path, monkeypatch, capsys):
+    # one run of the check per GPU lease: a failure (a compiler missing there) costs only itself
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler | found")
+
+    timer = gpu_paper.step_timer
+
+    def sn_broken(method, *args):
+        return broken() if method == "sn" else timer(method, *args)
+
+    monkeypatch.setattr(gpu_paper, "layer_timings", broken)
+    monkeypatch.setattr(gpu_paper, "step_timer", sn_broken)
+    out = tmp_path / "gpu.md"
+    argv = ["--smoke", "--device", "cpu", "--stages", "2", "3", "--compile", "none",
+            "--out", str(out)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    text = out.read_text()
+    assert "## 2. Layers\n\nFailed: RuntimeError: no C compiler / found (the traceback" in text
+    assert "| sn | no | failed: RuntimeError: no C compiler / found | - |" in text
+    assert all(f"| {m} | no | " in text and f"| {m} | no | failed" not in text
+               for m in ("basic", "cn", "sncn"))  # fmt: skip
+    assert "Traceback" in capsys.readouterr().err and text.rstrip().endswith("budget.")
+
+
+@pytest.mark.slow
+def test_a_failing_wave_leaves_the_next_its_time(tmp_path, monkeypatch):
+    from sncn.experiments import cifar_c
+
+    run = cifar_c.run
+
+    def basic_fails(**call):
+        if call["method"] == "basic":
+            raise RuntimeError("out of memory")
+        return run(**call)
+
+    monkeypatch.setattr(cifar_c, "run", basic_fails)
+    out, paper = tmp_path / "gpu.md", tmp_path / "paper"
+    argv = ["--smoke", "--device", "cpu", "--stages", "4", "--methods", "basic", "cn",
+            "--out", str(out), "--results", str(paper)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    text = out.read_text()
+    assert (
+        "Failed (the tracebacks are in the console log): basic (RuntimeError: out of memory)"
+        in text
+    )
+    assert "| cifar10 | wrn | cn | 1 |" in text and "| cifar10 | wrn | basic | 1 |" not in text
+    assert "| cifar10 | wrn | cn | 1 |" in (paper / "tables" / "table1_gpu_check.md").read_text()
+
+
 def test_compile_modes_reach_the_trainer_as_torch_compile_options():
     # --compile alone is torch.compile's default mode; --compile reduce-overhead adds CUDA graphs
     assert gpu_paper.compile_options(False) is False

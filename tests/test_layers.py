@@ -399,6 +399,7 @@ def test_compiled_crossnorm_is_one_graph_whatever_the_boxes(autocast):
     # new boxes
     conv = nn.Conv2d(3, 4, 3, padding=1)
     x = torch.randn(4, 3, 12, 12, generator=gen())
+    weights = torch.randn(4, 4, 12, 12, generator=gen())  # a loss whose gradient differs by place
     for crop in CROP_MODES:
         torch._dynamo.reset()
 
@@ -415,11 +416,16 @@ def test_compiled_crossnorm_is_one_graph_whatever_the_boxes(autocast):
         graphs, boxes = dynamo_graphs(), set()
         with torch._dynamo.config.patch(error_on_recompile=True, **TRACE_GRAD):
             for seed in range(1, 6):
-                torch.manual_seed(seed)
-                out = compiled(x)
-                out.float().square().mean().backward()
-                torch.manual_seed(seed)
-                torch.testing.assert_close(out, step(x), rtol=0, atol=0)  # the eager draws
+                outs, grads = [], []
+                for run in (compiled, step):  # the same draws: the same output and gradients
+                    conv.zero_grad()
+                    torch.manual_seed(seed)
+                    outs.append(run(x))
+                    (outs[-1].float() * weights).sum().backward()
+                    grads.append(conv.weight.grad.clone())
+                out = outs[0]
+                torch.testing.assert_close(out, outs[1], rtol=0, atol=0)
+                torch.testing.assert_close(grads[0], grads[1])
                 if crop in ("content", "both"):
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                         h = conv(x)
@@ -429,6 +435,38 @@ def test_compiled_crossnorm_is_one_graph_whatever_the_boxes(autocast):
         assert first.dtype == (torch.bfloat16 if autocast else torch.float32)
         assert torch.isfinite(conv.weight.grad).all()
         assert crop not in ("content", "both") or len(boxes) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("two_functions", [False, True], ids=["g", "f-and-g"])
+def test_compiled_selfnorm_equals_eager_in_gradients_and_running_statistics(two_functions):
+    # traced, the fused layer replays its coefficients in the backward (torch.func.vjp with
+    # update=False): the same gradients for x and every parameter, and the attention's running
+    # statistics updated once per call, as eagerly
+    if not TRACE_GRAD:
+        pytest.skip("this torch cannot trace the fused layers' backward")
+    x = torch.randn(6, 5, 7, 7, generator=gen())
+    weights = torch.randn(6, 5, 7, 7, generator=gen())  # a loss whose gradient differs by place
+    torch.manual_seed(0)
+    eager = SelfNorm(5, two_functions=two_functions)
+    traced = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
+    runs = {"eager": (eager, eager), "compiled": (traced, compiled)}
+    found = {}
+    with torch._dynamo.config.patch(**TRACE_GRAD):
+        for name, (module, run) in runs.items():
+            xs = x.clone().requires_grad_()
+            for _ in range(3):
+                (run(xs) * weights).sum().backward()
+            grads = [p.grad.clone() for p in module.parameters()]
+            found[name] = (xs.grad, grads, module.state_dict())
+    (x_e, grads_e, state_e), (x_c, grads_c, state_c) = found["eager"], found["compiled"]
+    torch.testing.assert_close(x_c, x_e)
+    assert len(grads_e) == (6 if two_functions else 3)
+    torch.testing.assert_close(grads_c, grads_e)
+    torch.testing.assert_close(state_c, state_e)
+    assert int(state_c["g_bn.num_batches_tracked"]) == 3
 
 
 @pytest.mark.slow
