@@ -212,12 +212,14 @@ def step_timings(
     and the rates."""
     rates: dict[tuple[str, bool | str], float] = {}
     failed: dict[tuple[str, bool | str], str] = {}
+    graphs: dict[tuple[str, bool | str], int] = {}  # compiled by dynamo, warm-up included
     for method in methods:
         for compile_model in compiled:
             if compile_model and method not in compiled_methods:
                 continue
             if clock.left() < 60:
                 break
+            graphs_before = _graphs()
             try:
                 step = step_timer(method, device, batch, compile_model, model_kwargs)
                 for _ in range(3 if not compile_model else 5):  # warm-up (and compilation)
@@ -231,21 +233,32 @@ def step_timings(
                 failed[method, compile_model] = _failure(error)
                 continue
             rates[method, compile_model] = steps * batch / (time.perf_counter() - t0)
+            graphs[method, compile_model] = _graphs() - graphs_before
     lines = [
         f"## 3. WRN-40-2 training step ({device.type}, batch {batch}, {steps} timed steps after "
         "warm-up; the step as the paper profile trains it)",
         "",
-        "| method | torch.compile | images/s | 100-epoch run (projected) |",
-        "| --- | --- | --- | --- |",
+        "| method | torch.compile | images/s | 100-epoch run (projected) | graphs |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for (method, compile_model), rate in rates.items():
         projected = 100 * TRAIN_IMAGES / rate
+        count = graphs[method, compile_model] if compile_model else "-"
         lines.append(f"| {method} | {compile_model or 'no'} | {rate:,.0f} | "
-                     f"{_minutes(projected)} |")  # fmt: skip
+                     f"{_minutes(projected)} | {count} |")  # fmt: skip
     for (method, compile_model), why in failed.items():
-        lines.append(f"| {method} | {compile_model or 'no'} | failed: {why} | - |")
-    lines += ["", "Target: a 100-epoch SNCN (crop both) run in at most 10 minutes; aim for 2."]
+        lines.append(f"| {method} | {compile_model or 'no'} | failed: {why} | - | - |")
+    lines += ["", "Target: a 100-epoch SNCN (crop both) run in at most 10 minutes; aim for 2.",
+              "graphs: the graphs dynamo compiled for the step (1: the whole forward and "
+              "backward, style layers included; more: a break or a recompilation)."]  # fmt: skip
     return "\n".join(lines), rates
+
+
+def _graphs() -> int:
+    """The graphs dynamo has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _failure(error: BaseException) -> str:

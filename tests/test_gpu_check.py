@@ -170,12 +170,15 @@ def test_untimed_methods_are_projected_per_view():
 
 @pytest.mark.slow
 def test_stage_3_times_basic_and_sncn_compiled_by_default(tmp_path):
-    # inductor on the CPU at toy scale: the compiled rows are there, for basic and SNCN only
+    # inductor on the CPU at toy scale: the compiled rows are there, for basic and SNCN only,
+    # each step one graph (style layers included)
     out = tmp_path / "gpu.md"
     assert gpu_paper.main(["--smoke", "--device", "cpu", "--stages", "3", "--out", str(out)]) == 0
     text = out.read_text()
     assert all(f"| {m} | no |" in text for m in ("basic", "sn", "cn", "sncn"))
     assert "| basic | default |" in text and "| sncn | default |" in text
+    compiled = [line for line in text.splitlines() if "| default |" in line]
+    assert len(compiled) == 2 and all(line.endswith(" | 1 |") for line in compiled), compiled
     assert "| sn | default |" not in text and "| cn | default |" not in text
 
 
