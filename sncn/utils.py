@@ -179,11 +179,19 @@ class _NoBar:
     def close(self) -> None: ...
 
 
+def bars_off() -> bool:
+    """Whether ``$TQDM_DISABLE`` asks for no progress bars (any value but empty, 0, false, no),
+    read at the call: tqdm reads it once, when it is imported, and not at all for a bar given
+    ``disable=``, so every bar of sncn asks here."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def progress_bar(total: int, show: bool = True, **kwargs: Any) -> Any:
-    """A tqdm bar (``tqdm(total=total, **kwargs)``) when ``show`` and tqdm is installed, else a
-    silent stand-in with the same ``update``, ``set_description`` and ``close``: the library
-    (layers, models, corruptions, evaluation) needs only torch, torchvision and numpy."""
-    if show:
+    """A tqdm bar (``tqdm(total=total, **kwargs)``) when ``show``, tqdm is installed and
+    :func:`bars_off` is False, else a silent stand-in with the same ``update``,
+    ``set_description`` and ``close``: the library (layers, models, corruptions, evaluation)
+    needs only torch, torchvision and numpy."""
+    if show and not bars_off():
         try:
             from tqdm.auto import tqdm
         except ImportError:

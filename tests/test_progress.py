@@ -283,3 +283,19 @@ def test_ablations_number_their_runs_across_studies_and_backbone_tables(position
         len(arms) for arms in ablations.backbone_studies(["allconv"], "cifar10").values()
     )
     assert positions == [(k, n) for k in range(1, n + 1)]
+
+
+def test_bars_follow_tqdm_disable_set_after_tqdm_was_imported(monkeypatch, capsys):
+    # tqdm reads $TQDM_DISABLE once, at import; sncn's bars read it at each call
+    from sncn.utils import _NoBar, bars_off, progress_bar
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert bars_off() and isinstance(progress_bar(3), _NoBar)
+    for value in ("", "0", "false", "No"):
+        monkeypatch.setenv("TQDM_DISABLE", value)
+        assert not bars_off()
+    monkeypatch.delenv("TQDM_DISABLE")
+    bar = progress_bar(3, desc="shown")
+    assert not isinstance(bar, _NoBar)
+    bar.close()
+    assert "shown" in capsys.readouterr().err

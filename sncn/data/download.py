@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from sncn.utils import bars_off
+
 _CHUNK = 1 << 20  # bytes per read while hashing or downloading
 
 
@@ -83,7 +85,7 @@ def _stream_into(url: str, part: Path, progress: bool) -> bool:
                 unit="B",
                 unit_scale=True,
                 desc=part.name.removesuffix(".part"),
-                disable=not progress,
+                disable=not progress or bars_off(),
             ) as bar,
         ):
             for chunk in iter(lambda: stream.read(_CHUNK), b""):

@@ -55,6 +55,7 @@ from sncn.corruptions import CORRUPTIONS
 from sncn.data import CACHE_ENV, DATA_ENV, cache_root, data_root, sample_for, writable_folder
 from sncn.data.download import download as download_file
 from sncn.data.download import extract_tar
+from sncn.utils import bars_off
 
 # ----------------------------------------------------------------------------------------------
 # Constants (documented data)
@@ -442,7 +443,7 @@ def read_images(
     with ThreadPoolExecutor(threads) as pool:
         decoded = pool.map(lambda f: _decode_image(f, size), files)
         bar = tqdm(decoded, total=len(files), desc=f"decode {files[0].parent.parent}",
-                   disable=not progress)  # fmt: skip
+                   disable=not progress or bars_off())  # fmt: skip
         for i, image in enumerate(bar):
             if image.shape[:2] != tuple(expect):
                 how = "pass a size to resize them" if size is None else "check the file"

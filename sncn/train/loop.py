@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sncn import results
 from sncn.train.base import Trainer
-from sncn.utils import PROGRESS, format_seconds, seed_everything, write_progress
+from sncn.utils import PROGRESS, bars_off, format_seconds, seed_everything, write_progress
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -157,9 +157,8 @@ def fit(
             steps = None
         if watch is not None:
             watch.update(force=True, epoch=epoch + 1, step=0, steps=steps)
-        # without disable=, tqdm reads TQDM_DISABLE itself (the pipeline's kernels set it)
         bar = tqdm(loader, desc=f"{label} {epoch + 1}/{epochs}", leave=False,
-                   **({} if shown else {"disable": True}))  # fmt: skip
+                   disable=not shown or bars_off())  # fmt: skip
         for step, batch in enumerate(bar, 1):
             for key, value in trainer.update(batch, sync=False).items():
                 logs.setdefault(key, []).append(value)
