@@ -196,7 +196,7 @@ def progress_bar(total: int, show: bool = True, **kwargs: Any) -> Any:
             from tqdm.auto import tqdm
         except ImportError:
             return _NoBar()
-        return tqdm(total=total, **kwargs)
+        return tqdm(total=total, **{"disable": False, **kwargs})  # not tqdm's import-time read
     return _NoBar()
 
 
