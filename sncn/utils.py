@@ -128,11 +128,13 @@ def progress_line(
 
     The time left is estimated at the run's own pace since it (re)started: the rest of this run's
     training, plus, with its place in a grid (``position`` ``[k, n]``), as long again for each of
-    the ``n - k`` runs after it. Evaluation is not counted.
+    the ``n - k`` runs after it, shared out among the ``K`` runs trained at once where
+    ``position`` is ``[k, n, K]``. Evaluation is not counted.
 
     Args:
-        record: a progress record (:func:`write_progress`): ``run``, ``position`` (``[k, n]`` or
-            None), ``epoch``, ``epochs``, ``step``, ``steps`` (None when unknown), ``loss``,
+        record: a progress record (:func:`write_progress`): ``run``, ``position`` (``[k, n]``,
+            ``[k, n, K]`` or None), ``epoch``, ``epochs``, ``step``, ``steps`` (None when
+            unknown), ``loss``,
             ``state`` (``"training"`` or ``"trained"``), ``started`` (``time.time()`` when this
             process began the run), ``start_fraction`` (the share of the run done then: a resumed
             run's) and ``updated`` (``time.time()`` of the record).
@@ -162,8 +164,8 @@ def progress_line(
     if fraction is not None and fraction - first > 0.005:
         total = run_elapsed / (fraction - first)  # the whole run's training at this pace
         left = total * (1 - fraction)
-        if position:
-            left += total * (position[1] - position[0])
+        if position:  # the runs after this one, K at a time
+            left += total * (position[1] - position[0]) / (position[2] if position[2:] else 1)
         if left > 0 or not trained:
             tail += f", ~{format_seconds(left)} left" + ("" if position else " in this run")
     return f"{head}: {body} | {tail}"

@@ -12,6 +12,7 @@ import torch
 
 from sncn import utils
 from sncn.experiments import cifar_c
+from sncn.utils import PROGRESS, read_progress
 
 #: A seconds-long run on the embedded sample (the budget of the GPU check's --smoke).
 TINY = dict(epochs=1, batch_size=16, train_subset=64, test_subset=2, device="cpu",
@@ -79,6 +80,8 @@ def test_runs_trained_at_once_equal_the_runs_trained_one_after_another(sample, t
     # the workers' runs are finished runs of the folders run_folder names: read back at once
     folder = cifar_c.run_folder("cifar10", "wrn", "cn", tmp_path / "together", seed=1, **TINY)
     assert (folder / "done").is_file()
+    # its progress record counts the runs after it as trained two at a time
+    assert read_progress(folder / PROGRESS)["position"] == [4, 4, 2]
     again = cifar_c.run_grid(*grid, tmp_path / "together", **TINY)
     assert [[m["history"] for m in seeds] for *_, seeds in again] == [
         [m["history"] for m in seeds] for *_, seeds in together]  # fmt: skip

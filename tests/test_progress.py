@@ -142,6 +142,9 @@ def test_progress_line_estimates_the_time_left_at_the_run_pace():
     assert progress_line(done, now=now) == (
         "run 3/4 cifar10-wrn-cn: trained, evaluating | 1m20s elapsed, ~1m20s left"
     )
+    shared = {**record, "position": [3, 7, 2]}  # 4 runs after it, trained 2 at a time
+    assert progress_line(shared, now=now).startswith("run 3/7 cifar10-wrn-cn: epoch 2/2 ")
+    assert progress_line(shared, now=now).endswith("| 1m30s elapsed, ~4m30s left")
     unknown = {"run": "x", "epoch": 1, "epochs": 3, "step": 7, "steps": None, "started": now}
     assert progress_line(unknown, now=now) == "x: epoch 1/3 step 7 | 0s elapsed"
 

@@ -523,7 +523,7 @@ def run(
     root: str | os.PathLike | None = None,
     progress: bool = True,
     retrain: bool = False,
-    position: tuple[int, int] | None = None,
+    position: tuple[int, ...] | None = None,
     compile: bool | Mapping[str, Any] = False,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; return its metrics (read back if the run already finished).
@@ -551,7 +551,8 @@ def run(
         root: data root (default :func:`sncn.data.data_root`).
         progress: progress bars.
         retrain: train again even if the run finished.
-        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines.
+        position: ``(k, n)``: run ``k`` of a grid of ``n``, shown in the progress lines;
+            ``(k, n, K)`` when K runs train at once (:func:`run_concurrently` adds K).
         compile: train through ``torch.compile`` (True, or its keyword arguments;
             :func:`build_trainer`). How the step is executed, like ``device``: recorded in
             ``params.json``, not part of the run's name.
@@ -703,6 +704,9 @@ def run_concurrently(calls: Sequence[Mapping[str, Any]], workers: int) -> list[d
     labels = [(f"run {c['position'][0]}/{c['position'][1]} " if c.get("position") else "")
               + f"{c['dataset']} {c['backbone']} {c['method']} seed {c.get('seed', 0)}"
               for c in calls]  # fmt: skip
+    # each run's progress lines count the runs after it as trained `workers` at a time
+    calls = [{**c, "position": (*c["position"][:2], workers)} if c.get("position") else c
+             for c in calls]  # fmt: skip
     notes = [f"Its run folder: {f}" for f in folders]
     return utils.run_concurrently(run, calls, workers, labels, notes)
 

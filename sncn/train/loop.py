@@ -74,7 +74,7 @@ def fit(
     evaluate: Callable[[Trainer], dict[str, float]] | None = None,
     progress: bool = True,
     description: str = "train",
-    position: tuple[int, int] | None = None,
+    position: tuple[int, ...] | None = None,
 ) -> list[dict[str, float]]:
     """Train for ``epochs`` epochs, checkpointing after each into ``run_dir``.
 
@@ -113,7 +113,8 @@ def fit(
         progress: show a tqdm bar per epoch (silenced by ``TQDM_DISABLE=1``) and print one line
             per epoch.
         description: the run's label in the bar, the epoch lines and the progress record.
-        position: ``(k, n)``: this is run ``k`` of the ``n`` of a grid (shown; None: not shown).
+        position: ``(k, n)``: this is run ``k`` of the ``n`` of a grid (shown; None: not shown);
+            ``(k, n, K)`` when K of them train at once (the time left counts it).
 
     Returns:
         One record per epoch: ``epoch``, mean ``loss`` and other logged values, ``lr`` at the
@@ -252,7 +253,7 @@ class _ProgressRecord:
         self,
         path: Path,
         run: str,
-        position: tuple[int, int] | None,
+        position: tuple[int, ...] | None,
         epochs: int,
         start: int,
     ) -> None:
