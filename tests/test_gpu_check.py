@@ -127,6 +127,20 @@ def test_concurrent_must_be_one_or_more(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_stages_run_in_the_order_given_and_stage_4_times_what_it_projects(tmp_path):
+    # --stages 4 1 2 3 on a GPU lent for minutes: the paper runs first, projected from step
+    # rates stage 4 times itself
+    out, paper = tmp_path / "gpu.md", tmp_path / "paper"
+    argv = ["--smoke", "--device", "cpu", "--stages", "4", "2", "--methods", "basic",
+            "--out", str(out), "--results", str(paper)]  # fmt: skip
+    assert gpu_paper.main(argv) == 0
+    text = out.read_text()
+    assert text.index("## 4. Paper-profile") < text.index("## 2. Layers")
+    assert "## 3." not in text and "| cifar10 | wrn | basic | 1 |" in text
+    assert "Projected from the training step's images/s, eager: basic " in text
+
+
+@pytest.mark.slow
 def test_stage_4_trains_k_runs_at_once_and_says_so(tmp_path, monkeypatch):
     # the embedded sample as the data, in the workers too (they read the environment)
     monkeypatch.setenv("SNCN_DATA", str(tmp_path / "data"))
