@@ -208,16 +208,23 @@ def step_timings(
     device: torch.device, methods: Sequence[str], compiled: Sequence[bool | str], steps: int,
     batch: int, model_kwargs: dict, clock: Clock,
     compiled_methods: Sequence[str] = COMPILED_METHODS,
+    timed: dict[tuple[str, bool | str], tuple[float, int]] | None = None,
 ) -> tuple[str, dict[tuple[str, bool | str], float]]:  # fmt: skip
     """Images/s of the training step per method and compile mode (False: eager; the compiled
     modes for ``compiled_methods`` only, each a compilation of a minute or more); the section
-    and the rates."""
+    and the rates. ``timed``: ``(images/s, graphs)`` of rows measured before, reported again
+    rather than timed again; the rows measured here are added to it."""
+    timed = {} if timed is None else timed
     rates: dict[tuple[str, bool | str], float] = {}
     failed: dict[tuple[str, bool | str], str] = {}
     graphs: dict[tuple[str, bool | str], int] = {}  # compiled by dynamo, warm-up included
     for method in methods:
         for compile_model in compiled:
+            key = method, compile_model
             if compile_model and method not in compiled_methods:
+                continue
+            if key in timed:  # measured before (stage 4 times what it projects from)
+                rates[key], graphs[key] = timed[key]
                 continue
             if clock.left() < 60:
                 break
@@ -232,10 +239,11 @@ def step_timings(
                     step()
                 _sync(device)
             except Exception as error:  # a row that fails (a compiler missing) costs only itself
-                failed[method, compile_model] = _failure(error)
+                failed[key] = _failure(error)
                 continue
-            rates[method, compile_model] = steps * batch / (time.perf_counter() - t0)
-            graphs[method, compile_model] = _graphs() - graphs_before
+            rates[key] = steps * batch / (time.perf_counter() - t0)
+            graphs[key] = _graphs() - graphs_before
+            timed[key] = rates[key], graphs[key]
     lines = [
         f"## 3. WRN-40-2 training step ({device.type}, batch {batch}, {steps} timed steps after "
         "warm-up; the step as the paper profile trains it)",
@@ -470,9 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = Clock(args.budget)
     report = Report(args.out, device)
     small = {"depth": 10, "widen_factor": 1} if args.smoke else {}
-    rates: dict[tuple[str, bool | str], float] = {}
+    timed: dict[tuple[str, bool | str], tuple[float, int]] = {}  # step rows, measured once
     timing = dict(steps=2 if args.smoke else 30, batch=8 if args.smoke else 128,
-                  model_kwargs=small, clock=clock)  # fmt: skip
+                  model_kwargs=small, clock=clock, timed=timed)  # fmt: skip
     trained_as = args.train_compiled and args.compile != "none" and args.compile
 
     def layers() -> str:  # stage 2
@@ -481,13 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def steps() -> str:  # stage 3
         modes = [False] if args.compile == "none" else [False, args.compile]
-        section, timed = step_timings(device, ("basic", "sn", "cn", "sncn"), modes, **timing)
-        rates.update(timed)
-        return section
+        return step_timings(device, ("basic", "sn", "cn", "sncn"), modes, **timing)[0]
 
     def runs() -> str:  # stage 4; its projections need the step's rate: timed here if not yet
-        if ("basic", trained_as) not in rates:
-            rates.update(step_timings(device, ("basic", "sncn"), [trained_as], **timing)[1])
+        if ("basic", trained_as) not in timed:
+            step_timings(device, ("basic", "sncn"), [trained_as], **timing)
+        rates = {key: rate for key, (rate, _) in timed.items()}
         return paper_runs(device, args.methods, rates, clock, args.results, args.smoke,
                           trained_as, args.concurrent, args.augmix)  # fmt: skip
 

@@ -584,17 +584,15 @@ class SelfNorm(nn.Module):
         module's own. ``update=False``: the BatchNorms' running statistics stay as they are
         (the replay of a call: same result).
         """
-        own = dict(self.named_parameters())
-        p = dict(zip(own, params, strict=True)) if params else own
+        # self.parameters(): g_fc.weight, g_bn.weight, g_bn.bias (then f's three likewise)
+        fc_w, bn_w, bn_b, *f_params = params or tuple(self.parameters())
 
-        def unit(name: str) -> Tensor:
-            z = _channel_fc(p[f"{name}_fc.weight"], mean, std)
-            bn = getattr(self, f"{name}_bn")
-            return torch.sigmoid(
-                _batch_norm(bn, z, p[f"{name}_bn.weight"], p[f"{name}_bn.bias"], update)
-            )
+        def unit(bn: nn.BatchNorm1d, fc_w: Tensor, bn_w: Tensor, bn_b: Tensor) -> Tensor:
+            z = _channel_fc(fc_w, mean, std)
+            return torch.sigmoid(_batch_norm(bn, z, bn_w, bn_b, update))
 
-        return unit("g"), (unit("f") if self.f_fc is not None else None)
+        g = unit(self.g_bn, fc_w, bn_w, bn_b)
+        return g, (unit(self.f_bn, *f_params) if self.f_fc is not None else None)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Recalibrate ``x`` ``(N, C, ...)``; same shape out.

@@ -172,9 +172,22 @@ def progress_line(
 
 
 class _NoBar:
-    """What callers use of a tqdm bar, doing nothing."""
+    """What callers use of a tqdm bar, doing nothing (iterating passes ``iterable`` through)."""
+
+    def __init__(self, iterable: Any = None) -> None:
+        self.iterable = () if iterable is None else iterable
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable)
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *_exc: object) -> None: ...
 
     def set_description(self, _text: str) -> None: ...
+
+    def set_postfix(self, **_values: Any) -> None: ...
 
     def update(self, _n: int) -> None: ...
 
@@ -184,22 +197,25 @@ class _NoBar:
 def bars_off() -> bool:
     """Whether ``$TQDM_DISABLE`` asks for no progress bars (any value but empty, 0, false, no),
     read at the call: tqdm reads it once, when it is imported, and not at all for a bar given
-    ``disable=``, so every bar of sncn asks here."""
+    ``disable=``, so every bar of sncn is made by :func:`progress_bar`, which asks here."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def progress_bar(total: int, show: bool = True, **kwargs: Any) -> Any:
-    """A tqdm bar (``tqdm(total=total, **kwargs)``) when ``show``, tqdm is installed and
-    :func:`bars_off` is False, else a silent stand-in with the same ``update``,
-    ``set_description`` and ``close``: the library (layers, models, corruptions, evaluation)
-    needs only torch, torchvision and numpy."""
+def progress_bar(
+    total: int | None = None, show: bool = True, iterable: Any = None, **kwargs: Any
+) -> Any:
+    """A tqdm bar (``tqdm(iterable, total=total, **kwargs)``) when ``show``, tqdm is installed
+    and :func:`bars_off` is False, else a silent stand-in with the same iteration,
+    ``update``, ``set_description``, ``set_postfix``, ``close`` and ``with``: the library
+    (layers, models, corruptions, evaluation) needs only torch, torchvision and numpy."""
     if show and not bars_off():
         try:
             from tqdm.auto import tqdm
         except ImportError:
-            return _NoBar()
-        return tqdm(total=total, **{"disable": False, **kwargs})  # not tqdm's import-time read
-    return _NoBar()
+            return _NoBar(iterable)
+        # disable=False: not tqdm's own reading of $TQDM_DISABLE, made once at its import
+        return tqdm(iterable, total=total, **{"disable": False, **kwargs})
+    return _NoBar(iterable)
 
 
 # ----------------------------------------------------------------------------------------------

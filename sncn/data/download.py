@@ -19,9 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm.auto import tqdm
-
-from sncn.utils import bars_off
+from sncn.utils import progress_bar
 
 _CHUNK = 1 << 20  # bytes per read while hashing or downloading
 
@@ -79,13 +77,13 @@ def _stream_into(url: str, part: Path, progress: bool) -> bool:
         total = done + length if length is not None else None
         with (
             open(part, mode) as out,
-            tqdm(
-                total=total,
+            progress_bar(
+                total,
+                progress,
                 initial=done,
                 unit="B",
                 unit_scale=True,
                 desc=part.name.removesuffix(".part"),
-                disable=not progress or bars_off(),
             ) as bar,
         ):
             for chunk in iter(lambda: stream.read(_CHUNK), b""):

@@ -49,13 +49,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
-from tqdm.auto import tqdm
 
 from sncn.corruptions import CORRUPTIONS
 from sncn.data import CACHE_ENV, DATA_ENV, cache_root, data_root, sample_for, writable_folder
 from sncn.data.download import download as download_file
 from sncn.data.download import extract_tar
-from sncn.utils import bars_off
+from sncn.utils import progress_bar
 
 # ----------------------------------------------------------------------------------------------
 # Constants (documented data)
@@ -442,8 +441,8 @@ def read_images(
     threads = num_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
         decoded = pool.map(lambda f: _decode_image(f, size), files)
-        bar = tqdm(decoded, total=len(files), desc=f"decode {files[0].parent.parent}",
-                   disable=not progress or bars_off())  # fmt: skip
+        bar = progress_bar(len(files), progress, decoded,
+                           desc=f"decode {files[0].parent.parent}")  # fmt: skip
         for i, image in enumerate(bar):
             if image.shape[:2] != tuple(expect):
                 how = "pass a size to resize them" if size is None else "check the file"

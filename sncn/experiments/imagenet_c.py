@@ -77,7 +77,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
-from tqdm.auto import tqdm
 
 from sncn import results
 from sncn.corruptions import CORRUPTIONS, SEVERITIES, corrupt, make_c
@@ -112,7 +111,7 @@ from sncn.train.distributed import (
     rank_batches,
     wrap_ddp,
 )
-from sncn.utils import bars_off
+from sncn.utils import progress_bar
 
 #: Paper-scale settings (:data:`sncn.hparams.IMAGENET_SETTING`). ``lr`` is per 256 images;
 #: ``batch_size`` ``"released"`` is resolved per method (:func:`resolve_setting`).
@@ -374,9 +373,7 @@ def build_cifar_folder(
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         images, labels = load_cifar("cifar10", "train" if split == "train" else "test", root=root)
         picked = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-        for i in tqdm(
-            picked, desc=f"CIFAR-10 -> {split} {side}px", disable=not progress or bars_off()
-        ):
+        for i in progress_bar(None, progress, picked, desc=f"CIFAR-10 -> {split} {side}px"):
             folder = out / split / CIFAR10_CLASSES[labels[i]]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i]).resize((side, side), Image.BICUBIC).save(
@@ -499,9 +496,7 @@ def evaluate_generated_c(
     n = len(labels)
     target = torch.from_numpy(labels.astype(np.int64))
     errors: dict[str, list[float]] = {}
-    for name in tqdm(
-        CORRUPTIONS, desc="ImageNet-C (generated)", disable=not progress or bars_off()
-    ):
+    for name in progress_bar(None, progress, CORRUPTIONS, desc="ImageNet-C (generated)"):
         arr = np.load(c_dir / f"{name}.npy", mmap_mode="r")
         errors[name] = [
             100.0
@@ -546,7 +541,7 @@ def evaluate_imagenet_c_folder(
             )
             for s in SEVERITIES
         ]
-        for name in tqdm(CORRUPTIONS, desc="ImageNet-C", disable=not progress or bars_off())
+        for name in progress_bar(None, progress, CORRUPTIONS, desc="ImageNet-C")
     }
 
 
@@ -877,11 +872,7 @@ def make_sample_c(
     crops = torch.stack([TF.pil_to_tensor(sample[i][0].convert("RGB")) for i in range(n)])
     names = [sample.samples[i][0] for i in range(n)]
     wnids = [p.stem.split("_", 1)[1] for p in names]
-    bar = tqdm(
-        total=len(CORRUPTIONS) * len(SEVERITIES),
-        desc="ImageNet-C (sample)",
-        disable=not progress or bars_off(),
-    )
+    bar = progress_bar(len(CORRUPTIONS) * len(SEVERITIES), progress, desc="ImageNet-C (sample)")
     for c_index, name in enumerate(CORRUPTIONS):
         for s in SEVERITIES:
             g = torch.Generator().manual_seed(seed * 1000 + c_index * 10 + s)

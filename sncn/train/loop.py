@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sncn import results
 from sncn.train.base import Trainer
-from sncn.utils import PROGRESS, bars_off, format_seconds, seed_everything, write_progress
+from sncn.utils import PROGRESS, format_seconds, progress_bar, seed_everything, write_progress
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -158,8 +157,8 @@ def fit(
             steps = None
         if watch is not None:
             watch.update(force=True, epoch=epoch + 1, step=0, steps=steps)
-        bar = tqdm(loader, desc=f"{label} {epoch + 1}/{epochs}", leave=False,
-                   disable=not shown or bars_off())  # fmt: skip
+        bar = progress_bar(steps, shown, loader, desc=f"{label} {epoch + 1}/{epochs}",
+                           leave=False)  # fmt: skip
         for step, batch in enumerate(bar, 1):
             for key, value in trainer.update(batch, sync=False).items():
                 logs.setdefault(key, []).append(value)
